@@ -1,0 +1,177 @@
+//! The agent: makes one node do what the control plane wants.
+//!
+//! It watches its node's desired state (long-poll), runs builds and release
+//! phases it claims, keeps the desired app processes running, and reports
+//! the node's whole actual state back. When the control plane is away it
+//! keeps running what it last knew.
+//!
+//! # Layout
+//! - [`run`] and [`AgentConfig`]: the entry point and its settings.
+//! - `supervisor`: reconciles desired instances against running ones,
+//!   replacing old releases only once new instances are up.
+//! - `instance`: one instance's life: spawn, readiness, restart with
+//!   backoff, drain, stop.
+//! - `spawn`: how an app process is started — the one place where per-app
+//!   users and cgroups will be applied.
+//! - `jobs`: builds and release phases.
+//! - `actual`: the node's actual state and the task reporting it.
+
+mod actual;
+mod instance;
+mod jobs;
+mod spawn;
+mod supervisor;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_client::logs::LogShipper;
+use berth_client::Client;
+use berth_model::NodeDesired;
+use tokio::sync::watch;
+
+/// Settings of one agent.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This node's name, unique in the cluster.
+    pub node: String,
+    /// Builds, app homes and caches live here.
+    pub data_dir: PathBuf,
+    /// The `uv` binary.
+    pub uv: PathBuf,
+    /// One uv cache for every app (tests, CI); `None` gives each app its own
+    /// under the data dir, so that apps share nothing.
+    pub uv_cache_dir: Option<PathBuf>,
+    /// Address routers use to reach this node's app processes.
+    pub advertise_ip: IpAddr,
+    /// Between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+    /// How long a replaced instance stays out of rotation before SIGTERM, so
+    /// routers stop picking it first.
+    pub drain_delay: Duration,
+    /// A web process must listen on `PORT` within this time.
+    pub ready_timeout: Duration,
+    /// First restart delay after a crash; doubles per crash in a row.
+    pub restart_backoff: Duration,
+    /// The longest restart delay.
+    pub restart_backoff_max: Duration,
+    /// Longest a release phase may run.
+    pub release_timeout: Duration,
+}
+
+impl AgentConfig {
+    /// Defaults for a node named `node` keeping its files in `data_dir`.
+    pub fn new(node: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            node: node.into(),
+            data_dir: data_dir.into(),
+            uv: PathBuf::from("uv"),
+            uv_cache_dir: None,
+            advertise_ip: IpAddr::from([127, 0, 0, 1]),
+            stop_grace: Duration::from_secs(10),
+            drain_delay: Duration::from_millis(500),
+            ready_timeout: Duration::from_secs(60),
+            restart_backoff: Duration::from_millis(500),
+            restart_backoff_max: Duration::from_secs(60),
+            release_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` resolves, then stops every app process
+/// it started (SIGTERM, grace, SIGKILL) and returns.
+pub async fn run(
+    client: Client,
+    config: AgentConfig,
+    logs: LogShipper,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(config.data_dir.join("builds"))?;
+    std::fs::create_dir_all(config.data_dir.join("homes"))?;
+    let config = Arc::new(config);
+    let actual = actual::Actual::default();
+    let (desired_tx, desired_rx) = watch::channel(None::<NodeDesired>);
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let reporter = tokio::spawn(actual::report(
+        client.clone(),
+        config.node.clone(),
+        actual.clone(),
+        stop_rx.clone(),
+    ));
+    let jobs = jobs::Jobs::new(client.clone(), config.clone(), logs.clone());
+    let watcher = tokio::spawn(watch_desired(
+        client.clone(),
+        config.node.clone(),
+        desired_tx,
+        jobs,
+        stop_rx.clone(),
+    ));
+    let supervisor = tokio::spawn(supervisor::run(
+        config.clone(),
+        actual.clone(),
+        logs.clone(),
+        desired_rx,
+        stop_rx,
+    ));
+
+    shutdown.await;
+    stop_tx.send_replace(true);
+    let _ = watcher.await;
+    let _ = supervisor.await;
+    let _ = reporter.await;
+    // Say goodbye with the (now empty) actual state so routers drop us at once.
+    let _ = client
+        .report(&config.node, &actual.report())
+        .await;
+    logs.flush().await;
+    Ok(())
+}
+
+/// Follows the node's desired state; hands it to the supervisor and starts
+/// the jobs it lists. On errors it keeps the last state and retries.
+async fn watch_desired(
+    client: Client,
+    node: String,
+    desired: watch::Sender<Option<NodeDesired>>,
+    jobs: jobs::Jobs,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut revision = 0;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let poll = client.node_desired(&node, revision, Duration::from_secs(25));
+        let result = tokio::select! {
+            r = poll => r,
+            _ = crate::stopped(&mut stop) => return,
+        };
+        match result {
+            Ok(d) => {
+                backoff = Duration::from_millis(200);
+                if d.revision == revision {
+                    continue;
+                }
+                revision = d.revision;
+                jobs.start(&d);
+                desired.send_replace(Some(d));
+            }
+            Err(e) => {
+                tracing::warn!("agent: cannot get desired state, keeping the last one: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = crate::stopped(&mut stop) => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Resolves once the agent is told to stop (or its stop channel is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // Drop the borrow guard before returning: it must not live across awaits.
+    let _ = stop.wait_for(|s| *s).await.map(drop);
+}

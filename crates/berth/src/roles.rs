@@ -1,0 +1,397 @@
+//! The long-running roles: `up`, `server`, `agent`, `router`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use berth_client::logs::LogShipper;
+use berth_client::Client;
+use berth_store::SqliteStore;
+use clap::Args;
+use tokio::net::TcpListener;
+
+use crate::shutdown::Shutdown;
+
+/// Settings shared by `up` and `server`.
+#[derive(Args, Debug, Clone)]
+pub struct ControlPlaneArgs {
+    /// Where Berth keeps its database, sources, builds and app homes
+    /// [default: $XDG_DATA_HOME/berth or ~/.local/share/berth].
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the HTTP API.
+    #[arg(long, env = "BERTH_API_LISTEN", default_value = "127.0.0.1:7070")]
+    pub api_listen: SocketAddr,
+    /// Apps are served as NAME.<apps-domain>.
+    #[arg(long, env = "BERTH_APPS_DOMAIN", default_value = "localhost")]
+    pub apps_domain: String,
+    /// Largest source archive `berth deploy` may upload (e.g. 100MB).
+    #[arg(long, env = "BERTH_MAX_SOURCE_SIZE", default_value = "100MB", value_parser = parse_size)]
+    pub max_source_size: u64,
+}
+
+/// `berth up`.
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub control: ControlPlaneArgs,
+    /// Address the router serves apps on.
+    #[arg(long, env = "BERTH_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub http_listen: SocketAddr,
+    #[command(flatten)]
+    pub agent: AgentTuning,
+}
+
+/// Agent settings shared by `up` and `agent`.
+#[derive(Args, Debug, Clone)]
+pub struct AgentTuning {
+    /// The uv binary used for builds.
+    #[arg(long, env = "BERTH_UV", default_value = "uv")]
+    pub uv: PathBuf,
+    /// One uv cache shared by every app's builds [default: one per app].
+    #[arg(long, env = "BERTH_UV_CACHE_DIR")]
+    pub uv_cache_dir: Option<PathBuf>,
+    /// Seconds between SIGTERM and SIGKILL when stopping an app process.
+    #[arg(long, env = "BERTH_STOP_GRACE", default_value_t = 10)]
+    pub stop_grace: u64,
+}
+
+/// `berth server`.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub control: ControlPlaneArgs,
+    /// How users reach the router, for the URLs Berth prints
+    /// (e.g. http://localhost:8080).
+    #[arg(long, env = "BERTH_ROUTER_URL")]
+    pub router_url: Option<String>,
+}
+
+/// `berth agent`.
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// This node's name [default: the host name].
+    #[arg(long, env = "BERTH_NODE")]
+    pub node: Option<String>,
+    /// Where the agent keeps builds and app homes.
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub tuning: AgentTuning,
+}
+
+/// `berth router`.
+#[derive(Args, Debug)]
+pub struct RouterArgs {
+    /// Run standalone from this TOML file of routes (hot-reloaded) instead of
+    /// following a Berth server.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Worker threads (overrides the file's `threads`).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Address to serve on when following a server.
+    #[arg(long, env = "BERTH_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
+/// Parses `100MB`, `512KB`, `1GB`, or plain bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_uppercase();
+    let digits = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &t[digits.len()..];
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size; use e.g. 100MB"))?;
+    let mult = match unit {
+        "" | "B" => 1,
+        "K" | "KB" => 1 << 10,
+        "M" | "MB" => 1 << 20,
+        "G" | "GB" => 1 << 30,
+        _ => return Err(format!("unknown unit in {s:?}; use B, KB, MB or GB")),
+    };
+    Ok(n * mult)
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(d).join("berth"));
+    }
+    let home = std::env::var_os("HOME").context("neither --data-dir, BERTH_DATA_DIR nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".local/share/berth"))
+}
+
+fn data_dir(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let dir = match arg {
+        Some(d) => d,
+        None => default_data_dir()?,
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    dir.canonicalize()
+        .with_context(|| format!("cannot resolve the data dir {}", dir.display()))
+}
+
+/// Reads the admin token from the data dir, creating it on first start.
+fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let bytes: [u8; 32] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(token.as_bytes())?;
+    Ok(token)
+}
+
+async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} for the {what}: is another Berth running? Pick another address with {flag}")
+    })
+}
+
+/// `http://localhost:PORT` for loopback addresses (so `APP.localhost` URLs
+/// work in browsers), else `http://IP:PORT`.
+fn router_url(addr: SocketAddr) -> String {
+    if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+fn server_config(
+    args: &ControlPlaneArgs,
+    data_dir: &Path,
+    token: String,
+    router_url: Option<String>,
+) -> berth_server::ServerConfig {
+    berth_server::ServerConfig {
+        apps_domain: args.apps_domain.clone(),
+        router_url,
+        max_source_bytes: args.max_source_size,
+        sources_dir: data_dir.join("sources"),
+        admin_token: token,
+        ..Default::default()
+    }
+}
+
+fn agent_config(node: String, data_dir: &Path, t: &AgentTuning) -> berth_agent::AgentConfig {
+    let mut c = berth_agent::AgentConfig::new(node, data_dir);
+    c.uv = t.uv.clone();
+    c.uv_cache_dir = t.uv_cache_dir.clone();
+    c.stop_grace = std::time::Duration::from_secs(t.stop_grace);
+    c
+}
+
+fn hostname() -> String {
+    nix_hostname().unwrap_or_else(|| "local".into())
+}
+
+fn nix_hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let data_dir = data_dir(args.control.data_dir.clone())?;
+    let store = SqliteStore::open(&data_dir.join("berth.db"))
+        .await
+        .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+    let token = admin_token(&data_dir)?;
+    let api = bind(args.control.api_listen, "API", "--api-listen").await?;
+    let http = bind(args.http_listen, "router", "--http-listen").await?;
+    let api_url = format!("http://{}", api.local_addr()?);
+    let router_url = router_url(http.local_addr()?);
+
+    let config_path = berth_cli::settings::config_path();
+    if let Some(path) = &config_path {
+        berth_cli::settings::write_config(
+            path,
+            &berth_cli::settings::ConfigFile {
+                url: Some(api_url.clone()),
+                token: Some(token.clone()),
+            },
+        )?;
+    }
+
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    let server_stop = Shutdown::new();
+    let server = tokio::spawn(berth_server::run(
+        api,
+        Arc::new(store),
+        server_config(&args.control, &data_dir, token.clone(), Some(router_url.clone())),
+        server_stop.wait(),
+    ));
+
+    let client = Client::new(&api_url, Some(token))?;
+    let logs = LogShipper::spawn(client.clone());
+    let agent = tokio::spawn(berth_agent::run(
+        client.clone(),
+        agent_config(hostname(), &data_dir, &args.agent),
+        logs.clone(),
+        shutdown.wait(),
+    ));
+    let routes = berth_router::Routes::new();
+    tokio::spawn(berth_router::follow_control_plane(
+        client,
+        routes.clone(),
+        shutdown.wait(),
+    ));
+    let router_config = berth_router::RouterConfig {
+        apps_domain: args.control.apps_domain.clone(),
+        ..Default::default()
+    };
+    let router = tokio::spawn(berth_router::run(
+        http,
+        routes,
+        router_config,
+        Some(logs),
+        shutdown.wait(),
+    ));
+
+    println!("Berth is up.");
+    println!("  data:   {}", data_dir.display());
+    println!("  API:    {api_url}");
+    println!("  apps:   {router_url} (as http://APP.{}:PORT/)", args.control.apps_domain);
+    if let Some(p) = &config_path {
+        println!("  CLI config (URL and admin token): {}", p.display());
+    }
+    println!("Next: berth apps create hello && berth deploy ./examples/flask-hello --app hello");
+
+    let router_result = router.await;
+    let agent_result = agent.await;
+    server_stop.trigger();
+    let server_result = server.await;
+    router_result.context("the router crashed")??;
+    agent_result.context("the agent crashed")??;
+    server_result.context("the server crashed")??;
+    Ok(())
+}
+
+pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let data_dir = data_dir(args.control.data_dir.clone())?;
+    let store = SqliteStore::open(&data_dir.join("berth.db"))
+        .await
+        .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
+    let token = admin_token(&data_dir)?;
+    let api = bind(args.control.api_listen, "API", "--api-listen").await?;
+    println!("Berth server listening on http://{}", api.local_addr()?);
+    println!("Admin token: in {}", data_dir.join("admin-token").display());
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    berth_server::run(
+        api,
+        Arc::new(store),
+        server_config(&args.control, &data_dir, token, args.router_url),
+        shutdown.wait(),
+    )
+    .await?;
+    Ok(())
+}
+
+fn remote_client(url: Option<String>, token: Option<String>) -> anyhow::Result<Client> {
+    let settings = berth_cli::settings::Settings::resolve(url, token)?;
+    if settings.token.is_none() {
+        bail!("no API token: set BERTH_TOKEN (the server keeps it in <data dir>/admin-token)");
+    }
+    settings.client()
+}
+
+pub async fn agent(args: AgentArgs, url: Option<String>, token: Option<String>) -> anyhow::Result<()> {
+    let client = remote_client(url, token)?;
+    let data_dir = data_dir(args.data_dir)?;
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    let node = args.node.unwrap_or_else(hostname);
+    println!("Berth agent {node} following {}", client.base_url());
+    let logs = LogShipper::spawn(client.clone());
+    berth_agent::run(
+        client,
+        agent_config(node, &data_dir, &args.tuning),
+        logs,
+        shutdown.wait(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The router's worker threads, when it runs standalone.
+pub fn router_threads(args: &RouterArgs) -> Option<usize> {
+    if args.threads.is_some() {
+        return args.threads;
+    }
+    let path = args.config.as_ref()?;
+    berth_router::standalone::load(path).ok().map(|c| c.threads)
+}
+
+pub async fn router(args: RouterArgs, url: Option<String>, token: Option<String>) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    let routes = berth_router::Routes::new();
+    let (listener, logs) = match &args.config {
+        Some(path) => {
+            let config = berth_router::standalone::load(path)
+                .with_context(|| format!("invalid router config {}", path.display()))?;
+            routes.update(config.to_route_table(1));
+            tokio::spawn(berth_router::standalone::watch_file(
+                path.clone(),
+                routes.clone(),
+                shutdown.wait(),
+            ));
+            (bind(config.listen, "router", "`listen` in the config file").await?, None)
+        }
+        None => {
+            let client = remote_client(url, token)?;
+            tokio::spawn(berth_router::follow_control_plane(
+                client.clone(),
+                routes.clone(),
+                shutdown.wait(),
+            ));
+            (
+                bind(args.listen, "router", "--listen").await?,
+                Some(LogShipper::spawn(client)),
+            )
+        }
+    };
+    println!("Berth router listening on http://{}", listener.local_addr()?);
+    berth_router::run(
+        listener,
+        routes,
+        berth_router::RouterConfig::default(),
+        logs,
+        shutdown.wait(),
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("100MB"), Ok(100 << 20));
+        assert_eq!(parse_size("512kb"), Ok(512 << 10));
+        assert_eq!(parse_size("42"), Ok(42));
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("MB").is_err());
+    }
+}

@@ -1,0 +1,205 @@
+//! Apps, ps, logs, releases, domains.
+
+use std::time::Duration;
+
+use anyhow::bail;
+use berth_client::Client;
+use berth_model::{Instance, InstanceState, LogLine};
+
+use crate::output::{age, json, table, timestamp};
+use crate::{AppsCommand, DomainsCommand};
+
+pub async fn apps(client: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
+    match cmd {
+        AppsCommand::Create { name } => {
+            let app = client.create_app(&name).await?;
+            println!("Created {} — deploy it with `berth deploy ./src --app {}`; it will be served at {}", app.name, app.name, app.url);
+        }
+        AppsCommand::List { json: as_json } => {
+            let apps = client.list_apps().await?;
+            if as_json {
+                return json(&apps);
+            }
+            if apps.is_empty() {
+                println!("No apps yet. Create one with `berth apps create NAME`.");
+                return Ok(());
+            }
+            let rows = apps
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.name.clone(),
+                        a.current_release.map(|v| format!("v{v}")).unwrap_or_else(|| "-".into()),
+                        a.url.clone(),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            table(&["NAME", "RELEASE", "URL"], &rows);
+        }
+        AppsCommand::Info { name, json: as_json } => {
+            let app = client.app(&name).await?;
+            if as_json {
+                return json(&app);
+            }
+            println!("name:      {}", app.name);
+            println!("url:       {}", app.url);
+            println!(
+                "release:   {}",
+                app.current_release.map(|v| format!("v{v}")).unwrap_or_else(|| "none yet".into())
+            );
+            let formation: Vec<String> = app.formation.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("formation: {}", formation.join(" "));
+            println!("domains:   {}", app.domains.join(", "));
+            println!("created:   {}", timestamp(app.created_at));
+        }
+        AppsCommand::Destroy { name, confirm } => {
+            if confirm.as_deref() != Some(name.as_str()) {
+                bail!(
+                    "destroying {name} deletes its releases, processes and log; to go ahead, run `berth apps destroy {name} --confirm {name}`"
+                );
+            }
+            client.destroy_app(&name).await?;
+            println!("Destroyed {name}");
+        }
+    }
+    Ok(())
+}
+
+fn state_text(i: &Instance) -> String {
+    match i.state {
+        InstanceState::Crashed => {
+            let next = i
+                .next_restart_at
+                .map(|t| format!(", next in {}s", ((t - berth_model::now_millis()) / 1000).max(0)))
+                .unwrap_or_default();
+            format!("crashed ({}{next})", i.last_exit.as_deref().unwrap_or("exited"))
+        }
+        s => s.as_str().to_string(),
+    }
+}
+
+pub async fn ps(client: &Client, app: &str, as_json: bool) -> anyhow::Result<()> {
+    let instances = client.instances(app).await?;
+    if as_json {
+        return json(&instances);
+    }
+    if instances.is_empty() {
+        let a = client.app(app).await?;
+        if a.current_release.is_none() {
+            println!("{app} has no release yet: deploy it with `berth deploy ./src --app {app}`");
+        } else {
+            println!("{app} has no running instances");
+        }
+        return Ok(());
+    }
+    let rows = instances
+        .iter()
+        .map(|i| {
+            vec![
+                i.name(),
+                format!("v{}", i.release),
+                state_text(i),
+                i.addr
+                    .as_deref()
+                    .and_then(|a| a.rsplit_once(':'))
+                    .map(|(_, p)| p.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                i.started_at
+                    .filter(|_| i.state != InstanceState::Crashed)
+                    .map(age)
+                    .unwrap_or_else(|| "-".into()),
+                i.restarts.to_string(),
+                i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                i.node.clone(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    table(
+        &["INSTANCE", "RELEASE", "STATE", "PORT", "UPTIME", "RESTARTS", "PID", "NODE"],
+        &rows,
+    );
+    Ok(())
+}
+
+pub fn print_log_line(l: &LogLine) {
+    println!("{} {}: {}", timestamp(l.ts), l.source, l.line);
+}
+
+pub async fn logs(
+    client: &Client,
+    app: &str,
+    follow: bool,
+    num: u32,
+    source: Option<&str>,
+) -> anyhow::Result<()> {
+    let keep = |l: &LogLine| source.is_none_or(|s| l.source == s);
+    let page = client
+        .logs(app, None, Some(num), Duration::ZERO, None)
+        .await?;
+    page.lines.iter().filter(|l| keep(l)).for_each(print_log_line);
+    if !follow {
+        return Ok(());
+    }
+    let mut cursor = page.cursor;
+    loop {
+        match client
+            .logs(app, Some(cursor), Some(1000), Duration::from_secs(25), None)
+            .await
+        {
+            Ok(page) => {
+                page.lines.iter().filter(|l| keep(l)).for_each(print_log_line);
+                cursor = page.cursor;
+            }
+            Err(e) if e.is_transient() => {
+                eprintln!("(lost the server: {e}; retrying)");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+pub async fn releases(client: &Client, app: &str, as_json: bool) -> anyhow::Result<()> {
+    let releases = client.releases(app).await?;
+    if as_json {
+        return json(&releases);
+    }
+    if releases.is_empty() {
+        println!("{app} has no releases yet: deploy it with `berth deploy ./src --app {app}`");
+        return Ok(());
+    }
+    let rows = releases
+        .iter()
+        .map(|r| {
+            vec![
+                format!("v{}", r.version),
+                r.status.as_str().to_string(),
+                r.description.clone(),
+                r.created_by.clone(),
+                timestamp(r.created_at),
+            ]
+        })
+        .collect::<Vec<_>>();
+    table(&["RELEASE", "STATUS", "DESCRIPTION", "BY", "CREATED"], &rows);
+    Ok(())
+}
+
+pub async fn domains(client: &Client, cmd: DomainsCommand) -> anyhow::Result<()> {
+    match cmd {
+        DomainsCommand::Add { domain, app } => {
+            let a = client.add_domain(&app.app, &domain).await?;
+            println!("{} now serves {}", a.name, a.domains.join(", "));
+        }
+        DomainsCommand::Remove { domain, app } => {
+            client.remove_domain(&app.app, &domain).await?;
+            println!("Removed {domain} from {}", app.app);
+        }
+        DomainsCommand::List { app } => {
+            let a = client.app(&app.app).await?;
+            for d in &a.domains {
+                println!("{d}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! Berth's shared vocabulary: the types every role agrees on.
+//!
+//! The control plane, the agents, the routers and the CLI talk JSON over HTTP;
+//! this crate owns the shapes of those messages and the rules for names that
+//! users type, so that a name refused by the CLI is refused by the server for
+//! the same reason and with the same words.
+//!
+//! # Layout
+//! - [`names`]: validation of app names, process types, env var names, domains.
+//! - [`procfile`]: parsing `Procfile`s, with errors that name the line.
+//! - [`api`]: apps, builds, releases, instances, logs — the resources of `/v1`.
+//! - [`state`]: what the control plane wants (desired state for a node, the
+//!   route table for routers) and what agents report back.
+
+pub mod api;
+pub mod names;
+pub mod procfile;
+pub mod state;
+
+pub use api::*;
+pub use state::*;
+
+/// A monotonically increasing counter of the control plane's state. Every
+/// change that an agent or a router must act on bumps it; watchers ask for
+/// "anything after revision N".
+pub type Revision = u64;
+
+/// Milliseconds since the Unix epoch, the one time format on the wire.
+pub type UnixMillis = i64;
+
+/// The current time in [`UnixMillis`].
+pub fn now_millis() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,132 @@
+//! Desired and actual state exchanged between the control plane and the
+//! agents and routers that converge to it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Instance, StaticFiles};
+use crate::Revision;
+
+/// Everything one node should be doing, as of `revision`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct NodeDesired {
+    pub revision: Revision,
+    /// Instances this node must run.
+    pub instances: Vec<DesiredInstance>,
+    /// Builds waiting for an agent; the first agent to claim one builds it.
+    pub builds: Vec<BuildJob>,
+    /// Release phases this node must run (it holds their build).
+    pub release_phases: Vec<ReleaseJob>,
+}
+
+/// One process to keep running.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DesiredInstance {
+    pub app: String,
+    pub release: u32,
+    pub process_type: String,
+    pub index: u32,
+    pub command: String,
+    /// Config vars of the release (Berth adds `PORT` and friends).
+    pub env: BTreeMap<String, String>,
+    /// The artifact directory: working directory, with `.venv` inside.
+    pub dir: String,
+}
+
+impl DesiredInstance {
+    /// Identity of the instance: the same key as [`Instance`]'s.
+    pub fn key(&self) -> InstanceKey {
+        InstanceKey {
+            app: self.app.clone(),
+            release: self.release,
+            process_type: self.process_type.clone(),
+            index: self.index,
+        }
+    }
+}
+
+/// What identifies an instance across desired and actual state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceKey {
+    pub app: String,
+    pub release: u32,
+    pub process_type: String,
+    pub index: u32,
+}
+
+impl From<&Instance> for InstanceKey {
+    fn from(i: &Instance) -> Self {
+        Self {
+            app: i.app.clone(),
+            release: i.release,
+            process_type: i.process_type.clone(),
+            index: i.index,
+        }
+    }
+}
+
+/// A build to claim and run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BuildJob {
+    pub build_id: String,
+    pub app: String,
+    /// The app's config vars, visible to the build (e.g. for collectstatic).
+    pub env: BTreeMap<String, String>,
+}
+
+/// A release phase to claim and run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReleaseJob {
+    pub app: String,
+    pub release: u32,
+    pub build_id: String,
+    pub command: String,
+    pub env: BTreeMap<String, String>,
+    pub dir: String,
+}
+
+/// Body of `PUT /v1/nodes/{node}/instances`: the node's whole actual state.
+/// Sent whole, not as deltas, so a lost message is healed by the next one.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct NodeReport {
+    pub instances: Vec<Instance>,
+}
+
+/// How a router spreads requests over an app's backends.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Power of two choices on outstanding requests.
+    #[default]
+    LeastConn,
+    RoundRobin,
+}
+
+/// Everything a router needs, as of `revision`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct RouteTable {
+    pub revision: Revision,
+    pub apps: Vec<AppRoute>,
+}
+
+/// How to reach one app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AppRoute {
+    pub name: String,
+    /// Host names (no port) that select this app.
+    pub hosts: Vec<String>,
+    pub backends: Vec<Backend>,
+    #[serde(default)]
+    pub balance: Balance,
+    pub static_files: Option<StaticFiles>,
+}
+
+/// One instance a router may send requests to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct Backend {
+    /// `host:port`.
+    pub addr: String,
+    /// Human id for logs, e.g. `v3/web.1`.
+    pub id: String,
+}

@@ -1,0 +1,125 @@
+//! The access log: one line per request of a known app, in the shape of
+//! Heroku's router log, shipped into the app's own log.
+//!
+//! ```text
+//! method=GET path="/x" host=hello.localhost request_id=… backend=v1/web.1 status=200 bytes=123 duration_ms=4 client=127.0.0.1
+//! ```
+
+use std::fmt::Write;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use berth_client::logs::LogShipper;
+use berth_model::NewLogLine;
+use http::{Method, StatusCode};
+
+/// What the log line of one request says; filled in as the phases run.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub app: String,
+    pub method: Method,
+    pub path: String,
+    pub host: String,
+    pub request_id: String,
+    /// `v1/web.1`, `static`, or `-` when no backend was reached.
+    pub backend: String,
+    pub status: StatusCode,
+    pub client: IpAddr,
+    pub started: Instant,
+    /// Why the request failed, for error statuses made by the router.
+    pub error: Option<String>,
+}
+
+impl Entry {
+    /// The log line, once `bytes` of body went out.
+    pub fn line(&self, bytes: u64) -> String {
+        let mut s = String::with_capacity(200);
+        let _ = write!(
+            s,
+            "method={} path={} host={} request_id={} backend={} status={} bytes={} duration_ms={} client={}",
+            self.method,
+            quoted(&self.path),
+            value(&self.host),
+            value(&self.request_id),
+            value(&self.backend),
+            self.status.as_u16(),
+            bytes,
+            self.started.elapsed().as_millis(),
+            self.client,
+        );
+        if let Some(e) = &self.error {
+            let _ = write!(s, " error={}", quoted(e));
+        }
+        s
+    }
+
+    /// Ships the line; never waits (a full buffer drops it).
+    pub fn send(&self, shipper: &LogShipper, bytes: u64) {
+        shipper.send(NewLogLine {
+            app: self.app.clone(),
+            ts: berth_model::now_millis(),
+            source: "router".to_string(),
+            scope: None,
+            line: self.line(bytes),
+        });
+    }
+}
+
+/// A value as is when it is a plain token, quoted otherwise, so that a
+/// hostile Host header cannot forge extra `key=value` fields.
+fn value(v: &str) -> String {
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=') {
+        v.to_string()
+    } else {
+        quoted(v)
+    }
+}
+
+fn quoted(v: &str) -> String {
+    let mut s = String::with_capacity(v.len() + 2);
+    s.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(s, "\\u{{{:x}}}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    #[test]
+    fn heroku_shaped_line() {
+        let e = Entry {
+            app: "hello".into(),
+            method: Method::GET,
+            path: "/x?a=\"1\"".into(),
+            host: "hello.localhost".into(),
+            request_id: "abc".into(),
+            backend: "v1/web.1".into(),
+            status: StatusCode::OK,
+            client: Ipv4Addr::LOCALHOST.into(),
+            started: Instant::now(),
+            error: None,
+        };
+        let line = e.line(123);
+        assert!(
+            line.starts_with(
+                "method=GET path=\"/x?a=\\\"1\\\"\" host=hello.localhost request_id=abc backend=v1/web.1 status=200 bytes=123 duration_ms="
+            ),
+            "{line}"
+        );
+        assert!(line.ends_with(" client=127.0.0.1"), "{line}");
+        assert_eq!(value("a b=c"), "\"a b=c\"");
+    }
+}

@@ -1,0 +1,187 @@
+//! [`ProxyError`]: everything that can stop a request from being answered by
+//! an app, with who is to blame and whether trying again is safe. That pair
+//! decides between retry, `502` and `504`, as pingora's `ErrorSource` and
+//! `RetryType` do.
+
+use std::time::Duration;
+
+use http::{header, HeaderValue, Response, StatusCode};
+use thiserror::Error;
+
+use crate::body::{self, Body};
+
+/// Who caused a failed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The request itself is wrong (unknown host, bad path).
+    Client,
+    /// The app or its instances failed.
+    Upstream,
+    /// The router failed.
+    Internal,
+}
+
+/// Why a request was not answered by the app.
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    #[error("no app is served at host {0:?}")]
+    UnknownHost(String),
+    #[error("not found")]
+    NotFound,
+    #[error("app {0} has no running web instances")]
+    NoBackends(String),
+    #[error("cannot connect to backend {backend}")]
+    Connect {
+        backend: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("backend {backend} did not answer within {timeout:?}")]
+    Timeout { backend: String, timeout: Duration },
+    #[error("backend {backend} failed")]
+    Upstream {
+        backend: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("invalid request: {0}")]
+    BadRequest(&'static str),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    /// Who is to blame.
+    pub fn source_kind(&self) -> ErrorSource {
+        match self {
+            Self::UnknownHost(_) | Self::NotFound | Self::BadRequest(_) => ErrorSource::Client,
+            Self::NoBackends(_) | Self::Connect { .. } | Self::Timeout { .. } => {
+                ErrorSource::Upstream
+            }
+            Self::Upstream { .. } => ErrorSource::Upstream,
+            Self::Internal(_) => ErrorSource::Internal,
+        }
+    }
+
+    /// True when the request certainly never reached the backend, so sending
+    /// it to another one cannot repeat its effects. Only a failed connect
+    /// qualifies: once bytes are written, the backend may have acted on them.
+    pub fn retry_safe(&self) -> bool {
+        matches!(self, Self::Connect { .. })
+    }
+
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UnknownHost(_) | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NoBackends(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short description for the access log; unlike the page, it may name
+    /// the backend, since only the app's owner reads it.
+    pub fn log_description(&self) -> String {
+        let mut out = self.to_string();
+        let mut cur = std::error::Error::source(self);
+        while let Some(s) = cur {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            cur = s.source();
+        }
+        out
+    }
+
+    /// The page the client sees. It names no backend, version or software:
+    /// visitors of an app must learn nothing about the machinery behind it.
+    pub fn into_response(&self, apps_domain: &str) -> Response<Body> {
+        let (title, text) = match self {
+            Self::UnknownHost(_) => (
+                "No such app",
+                format!(
+                    "No app is served at this address. Apps on this server are \
+                     reached at <code>NAME.{}</code>.",
+                    html_escape(apps_domain)
+                ),
+            ),
+            Self::NotFound => ("Not found", "There is nothing at this path.".to_string()),
+            Self::BadRequest(_) => ("Bad request", "The request is not valid.".to_string()),
+            Self::NoBackends(_) => (
+                "App not running",
+                "This app is not running right now. Try again in a few seconds.".to_string(),
+            ),
+            Self::Connect { .. } | Self::Upstream { .. } => (
+                "Bad gateway",
+                "The app could not answer this request.".to_string(),
+            ),
+            Self::Timeout { .. } => (
+                "Gateway timeout",
+                "The app took too long to answer this request.".to_string(),
+            ),
+            Self::Internal(_) => (
+                "Server error",
+                "Something went wrong while handling this request.".to_string(),
+            ),
+        };
+        let page = format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+             <body><h1>{title}</h1><p>{text}</p></body></html>\n"
+        );
+        let mut resp = Response::new(body::full(page));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        // Error pages describe a moment, not the resource: no cache may keep them.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if matches!(self, Self::NoBackends(_)) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_retry() {
+        assert_eq!(
+            ProxyError::NoBackends("a".into()).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let t = ProxyError::Timeout {
+            backend: "x".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(t.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(!t.retry_safe());
+        assert_eq!(t.source_kind(), ErrorSource::Upstream);
+        assert_eq!(
+            ProxyError::UnknownHost("h".into()).source_kind(),
+            ErrorSource::Client
+        );
+    }
+
+    #[test]
+    fn pages_name_no_internals() {
+        let resp = ProxyError::UnknownHost("<x>".into()).into_response("apps.<b>");
+        assert!(resp.headers().get(header::SERVER).is_none());
+        let resp = ProxyError::NoBackends("shop".into()).into_response("localhost");
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "5");
+        assert_eq!(html_escape("<a&\">"), "&lt;a&amp;&quot;&gt;");
+    }
+}

@@ -1,0 +1,147 @@
+//! Header rewriting, both ways: hop-by-hop headers, the `X-Forwarded-*`
+//! family and the request id.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `X-Request-Id`, the id that ties a request to its log lines.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
+/// so a proxy must not pass them on. `Proxy-*` headers are matched by prefix.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including every header the `Connection`
+/// header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
+    }
+}
+
+/// The request's id: the client's if it is well-formed (so a chain of
+/// proxies can share one), otherwise a new random one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        let ok = (1..=200).contains(&b.len())
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+        if ok {
+            return v.clone();
+        }
+    }
+    let id = format!("{:032x}", rand::random::<u128>());
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Sets the headers an app reads to learn about the original request.
+/// `X-Forwarded-For` is replaced, not appended to: the router is the edge,
+/// so anything a client sent there is a claim nobody checked.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    host: Option<&HeaderValue>,
+    request_id: &HeaderValue,
+) {
+    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    match host {
+        Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+    headers.insert(X_REQUEST_ID, request_id.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("content-type", "text/plain"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type"]);
+    }
+
+    #[test]
+    fn request_ids() {
+        let kept = request_id(&map(&[("x-request-id", "abc-1.2_3")]));
+        assert_eq!(kept, "abc-1.2_3");
+        for bad in ["", "has space", "semi;colon"] {
+            let mut h = HeaderMap::new();
+            h.insert(X_REQUEST_ID, HeaderValue::from_static(bad));
+            let id = request_id(&h);
+            assert_eq!(id.len(), 32, "{bad:?} replaced by a fresh id");
+            assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit));
+        }
+        let long = "a".repeat(201);
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_str(&long).expect("ascii"));
+        assert_eq!(request_id(&h).len(), 32);
+        assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn forwarded_for_is_replaced() {
+        let mut h = map(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-host", "evil")]);
+        let id = HeaderValue::from_static("id1");
+        set_forwarded(&mut h, Ipv4Addr::LOCALHOST.into(), None, &id);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert!(h.get("x-forwarded-host").is_none());
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-request-id"], "id1");
+    }
+}

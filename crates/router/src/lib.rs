@@ -1,0 +1,50 @@
+//! Berth's router: the HTTP/1.1 reverse proxy in front of every app.
+//!
+//! It picks the app by Host header, serves the app's static files from disk,
+//! balances the rest over the app's running instances, and writes a
+//! Heroku-style access line into the app's log. Routes come from the control
+//! plane ([`follow_control_plane`]) or from a TOML file ([`standalone`]), and
+//! are swapped atomically under live traffic ([`Routes`]).
+//!
+//! ```text
+//! client ──► run (accept, drain) ──► proxy::handle
+//!                                      route ─► static ─► pick ─► rewrite ─► forward ─► log
+//!                                        ▲                                      │
+//!            control plane / TOML ──► Routes (ArcSwap)            pooled HTTP/1.1 client ──► backends
+//! ```
+//!
+//! # Layout
+//! - [`server`]: [`run`], the accept loop and graceful drain.
+//! - `proxy`: the request path as named phases, with per-request state in
+//!   one context.
+//! - `upstream`: the pooled client to backends and one send attempt.
+//! - [`table`]: [`Routes`], the compiled table and per-backend load.
+//! - `balance`: least-conn (power of two choices) and round robin.
+//! - `headers`: hop-by-hop stripping, `X-Forwarded-*`, `X-Request-Id`.
+//! - `static_files`: files from disk with ETag and conditional requests.
+//! - `access_log`: the Heroku-style line.
+//! - [`body`]: the response body type and the tracking wrappers.
+//! - [`error`]: [`ProxyError`], its source and whether retry is safe.
+//! - [`config`]: [`RouterConfig`].
+//! - [`control_plane`]: [`follow_control_plane`].
+//! - [`standalone`]: the TOML file mode.
+
+mod access_log;
+mod balance;
+pub mod body;
+pub mod config;
+pub mod control_plane;
+pub mod error;
+mod headers;
+mod proxy;
+pub mod server;
+pub mod standalone;
+mod static_files;
+pub mod table;
+mod upstream;
+
+pub use config::RouterConfig;
+pub use control_plane::follow_control_plane;
+pub use error::{ErrorSource, ProxyError};
+pub use server::run;
+pub use table::Routes;

@@ -1,0 +1,354 @@
+//! Standalone mode: routes from a TOML file instead of the control plane
+//! (`berth router --config router.toml`), reloaded when the file changes.
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! threads = 1
+//! [[apps]]
+//! name = "bench"
+//! hosts = ["bench.localhost"]
+//! backends = ["127.0.0.1:19001"]
+//! balance = "least_conn"    # or "round_robin"; optional
+//! static_dir = "/path"      # optional; relative to the file's directory
+//! static_prefix = "/static/"  # optional, the default
+//! ```
+//!
+//! Every problem of a file is reported at once, each with its line.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use berth_model::{names, AppRoute, Backend, Balance, RouteTable, StaticFiles};
+use serde::Deserialize;
+use thiserror::Error;
+use toml::Spanned;
+
+use crate::table::Routes;
+
+/// How often [`watch_file`] looks at the file.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// A valid standalone configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StandaloneConfig {
+    /// Address to listen on (default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// Worker threads for the runtime (default: one per CPU).
+    pub threads: usize,
+    /// The apps, in file order.
+    pub apps: Vec<StandaloneApp>,
+}
+
+/// One app of a standalone configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StandaloneApp {
+    pub name: String,
+    /// Normalised: lowercase, no trailing dot.
+    pub hosts: Vec<String>,
+    pub backends: Vec<SocketAddr>,
+    pub balance: Balance,
+    pub static_files: Option<StaticFiles>,
+}
+
+/// Why a configuration file cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read router config {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("router config {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error(
+        "router config {} has {} problem(s):\n  {}",
+        path.display(),
+        problems.len(),
+        problems.join("\n  ")
+    )]
+    Invalid { path: PathBuf, problems: Vec<String> },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    threads: Option<Spanned<usize>>,
+    #[serde(default)]
+    apps: Vec<Spanned<RawApp>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    name: Spanned<String>,
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    backends: Vec<Spanned<String>>,
+    #[serde(default)]
+    balance: Balance,
+    static_dir: Option<Spanned<String>>,
+    static_prefix: Option<Spanned<String>>,
+}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<StandaloneConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, base).map_err(|e| match e {
+        Problems::Syntax(message) => ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        },
+        Problems::Invalid(problems) => ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        },
+    })
+}
+
+enum Problems {
+    Syntax(String),
+    Invalid(Vec<String>),
+}
+
+/// Parses and validates `text`; relative static dirs are taken from `base`.
+fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
+    // toml's message names the line and shows it; it is kept whole.
+    let raw: RawConfig =
+        toml::from_str(text).map_err(|e| Problems::Syntax(e.to_string().trim_end().to_string()))?;
+    let mut problems = Vec::new();
+    let mut problem = |span: Range<usize>, msg: String| {
+        problems.push(format!("line {}: {msg}", line_of(text, span.start)));
+    };
+
+    let listen = match &raw.listen {
+        None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
+            problem(l.span(), format!("listen {:?} is not an address like \"127.0.0.1:8080\"", l.get_ref()));
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        }),
+    };
+    let threads = match &raw.threads {
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(t) => {
+            let n = *t.get_ref();
+            if !(1..=1024).contains(&n) {
+                problem(t.span(), format!("threads = {n}: use 1 to 1024"));
+            }
+            n
+        }
+    };
+
+    let mut apps = Vec::new();
+    let mut app_lines: HashMap<String, usize> = HashMap::new();
+    let mut host_owners: HashMap<String, (String, usize)> = HashMap::new();
+    for app in &raw.apps {
+        let app_span = app.span();
+        let app = app.get_ref();
+        let name = app.name.get_ref().clone();
+        let line = line_of(text, app.name.span().start);
+        if let Err(e) = names::validate_app_name(&name) {
+            problem(app.name.span(), e.to_string());
+        }
+        if let Some(first) = app_lines.insert(name.clone(), line) {
+            problem(app.name.span(), format!("app {name:?} is already defined on line {first}"));
+        }
+        if app.hosts.is_empty() {
+            problem(app_span.clone(), format!("app {name:?} has no hosts: add e.g. hosts = [\"{name}.localhost\"]"));
+        }
+        let mut hosts = Vec::new();
+        for h in &app.hosts {
+            match names::normalize_domain(h.get_ref()) {
+                Ok(host) => {
+                    let here = line_of(text, h.span().start);
+                    if let Some((owner, on)) = host_owners.get(&host) {
+                        problem(h.span(), format!("host {host:?} of app {name:?} is already claimed by app {owner:?} on line {on}"));
+                    } else {
+                        host_owners.insert(host.clone(), (name.clone(), here));
+                    }
+                    hosts.push(host);
+                }
+                Err(e) => problem(h.span(), format!("app {name:?}: {e}")),
+            }
+        }
+        let mut backends = Vec::new();
+        for b in &app.backends {
+            match b.get_ref().parse::<SocketAddr>() {
+                Ok(addr) => backends.push(addr),
+                Err(_) => problem(
+                    b.span(),
+                    format!("app {name:?}: backend {:?} is not an address like \"127.0.0.1:9000\"", b.get_ref()),
+                ),
+            }
+        }
+        let static_files = match (&app.static_dir, &app.static_prefix) {
+            (None, None) => None,
+            (None, Some(p)) => {
+                problem(p.span(), format!("app {name:?}: static_prefix needs static_dir"));
+                None
+            }
+            (Some(dir), prefix) => {
+                let url_prefix = prefix.as_ref().map_or("/static/", |p| p.get_ref().as_str());
+                if !(url_prefix.starts_with('/') && url_prefix.ends_with('/')) {
+                    let span = prefix.as_ref().map_or(dir.span(), |p| p.span());
+                    problem(span, format!("app {name:?}: static_prefix {url_prefix:?} must start and end with '/' (e.g. \"/static/\")"));
+                }
+                let dir_path = base.join(dir.get_ref());
+                if !dir_path.is_dir() {
+                    problem(dir.span(), format!("app {name:?}: static_dir {} is not a directory", dir_path.display()));
+                }
+                Some(StaticFiles {
+                    url_prefix: url_prefix.to_string(),
+                    dir: dir_path.to_string_lossy().into_owned(),
+                })
+            }
+        };
+        apps.push(StandaloneApp {
+            name,
+            hosts,
+            backends,
+            balance: app.balance,
+            static_files,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(Problems::Invalid(problems));
+    }
+    Ok(StandaloneConfig {
+        listen,
+        threads,
+        apps,
+    })
+}
+
+/// 1-based line of byte offset `at`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()[..at.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+impl StandaloneConfig {
+    /// The route table this configuration describes, as `revision`.
+    /// Backends are named by their address in access logs.
+    pub fn to_route_table(&self, revision: u64) -> RouteTable {
+        RouteTable {
+            revision,
+            apps: self
+                .apps
+                .iter()
+                .map(|a| AppRoute {
+                    name: a.name.clone(),
+                    hosts: a.hosts.clone(),
+                    backends: a
+                        .backends
+                        .iter()
+                        .map(|b| Backend {
+                            addr: b.to_string(),
+                            id: b.to_string(),
+                        })
+                        .collect(),
+                    balance: a.balance,
+                    static_files: a.static_files.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Loads `path` into `routes` now and again whenever it changes, until
+/// `shutdown` completes. An invalid file is reported with
+/// `tracing::error!` and ignored: the last good table keeps serving.
+///
+/// The file is polled (size and modification time, every 500 ms) rather
+/// than watched with inotify and friends: polling works on every filesystem
+/// (network mounts, bind mounts into containers, editors that replace the
+/// file by renaming), needs no watch limits, and one `stat` every half
+/// second costs nothing.
+pub async fn watch_file(path: PathBuf, routes: Routes, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut watcher = FileWatcher::new(path);
+    let mut tick = tokio::time::interval(POLL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {
+                watcher.check(&routes).await;
+            }
+        }
+    }
+}
+
+/// What [`FileWatcher::check`] did.
+#[derive(Debug)]
+enum Checked {
+    Unchanged,
+    Applied,
+    Invalid,
+}
+
+/// Remembers what the file looked like when it was last read.
+struct FileWatcher {
+    path: PathBuf,
+    /// `None` before the first look; `Some(None)` while the file is missing.
+    seen: Option<Option<Stamp>>,
+}
+
+type Stamp = (Option<SystemTime>, u64);
+
+impl FileWatcher {
+    fn new(path: PathBuf) -> Self {
+        Self { path, seen: None }
+    }
+
+    async fn stamp(&self) -> Option<Stamp> {
+        let meta = tokio::fs::metadata(&self.path).await.ok()?;
+        Some((meta.modified().ok(), meta.len()))
+    }
+
+    /// Reloads the file if it changed since the last look.
+    async fn check(&mut self, routes: &Routes) -> Checked {
+        let before = self.stamp().await;
+        if self.seen == Some(before) {
+            return Checked::Unchanged;
+        }
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(&path)).await;
+        // Only trust what was read if the file did not change under the read
+        // (an editor still writing it); otherwise look again next tick.
+        if self.stamp().await == before {
+            self.seen = Some(before);
+        }
+        match loaded {
+            Ok(Ok(config)) => {
+                routes.update(config.to_route_table(routes.revision() + 1));
+                tracing::info!(path = %self.path.display(), apps = config.apps.len(), "router config loaded");
+                Checked::Applied
+            }
+            Ok(Err(e)) => {
+                tracing::error!("{e}\nkeeping the previous routes until the file is fixed");
+                Checked::Invalid
+            }
+            Err(e) => {
+                tracing::error!("reading router config failed: {e}");
+                Checked::Invalid
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,260 @@
+//! [`Routes`]: the live route table, swapped atomically on every update, and
+//! the per-backend state that must outlive a swap.
+//!
+//! A [`RouteTable`] from the control plane is compiled into a [`Table`]: a
+//! host → app map with backends pre-parsed, so the request path does one hash
+//! lookup and no parsing. Readers never lock: they load an `Arc<Table>` from
+//! an `ArcSwap` and keep it for the whole request, so a swap in the middle of
+//! a request changes nothing for that request.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use berth_model::{Balance, RouteTable, StaticFiles};
+use http::uri::Authority;
+
+/// Shared handle on the router's live routes; clones see the same table.
+#[derive(Clone, Default)]
+pub struct Routes {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    table: ArcSwap<Table>,
+    /// Serialises updates, so that carrying load counters over from the
+    /// previous table never races with another update.
+    update: Mutex<()>,
+}
+
+/// A compiled route table.
+#[derive(Default)]
+pub(crate) struct Table {
+    pub revision: u64,
+    hosts: HashMap<String, Arc<App>>,
+}
+
+/// One app as the request path needs it.
+pub(crate) struct App {
+    pub name: String,
+    pub balance: Balance,
+    pub backends: Vec<BackendState>,
+    pub static_files: Option<StaticFiles>,
+    /// Round-robin position, shared across table versions of the app.
+    pub next: Arc<AtomicUsize>,
+}
+
+/// One backend and its live load.
+#[derive(Clone)]
+pub(crate) struct BackendState {
+    /// `host:port` as given, for logs.
+    pub addr: String,
+    /// Human id for logs (`v3/web.1`).
+    pub id: String,
+    pub authority: Authority,
+    /// Requests sent to this address and not yet finished. Keyed by address
+    /// and carried into new tables: a deploy that keeps an instance must not
+    /// make its load look like zero, or least-conn would pile onto it.
+    pub load: Arc<AtomicUsize>,
+}
+
+/// Holds one unit of a backend's load until dropped.
+pub(crate) struct LoadGuard(Arc<AtomicUsize>);
+
+impl Routes {
+    /// An empty table: every host is unknown until the first update.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the table. Requests already under way finish on the table
+    /// they started with.
+    pub fn update(&self, table: RouteTable) {
+        let _serial = self
+            .inner
+            .update
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let old = self.inner.table.load();
+        let compiled = Table::compile(table, &old);
+        self.inner.table.store(Arc::new(compiled));
+    }
+
+    /// Revision of the table in use (0 before the first update).
+    pub fn revision(&self) -> u64 {
+        self.inner.table.load().revision
+    }
+
+    pub(crate) fn load(&self) -> Arc<Table> {
+        self.inner.table.load_full()
+    }
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.inner.table.load();
+        f.debug_struct("Routes")
+            .field("revision", &t.revision)
+            .field("hosts", &t.hosts.len())
+            .finish()
+    }
+}
+
+impl Table {
+    fn compile(table: RouteTable, old: &Table) -> Self {
+        let mut loads: HashMap<&str, &Arc<AtomicUsize>> = HashMap::new();
+        let mut nexts: HashMap<&str, &Arc<AtomicUsize>> = HashMap::new();
+        for app in old.hosts.values() {
+            nexts.insert(&app.name, &app.next);
+            for b in &app.backends {
+                loads.insert(&b.addr, &b.load);
+            }
+        }
+        let mut hosts = HashMap::new();
+        for route in table.apps {
+            let backends = route
+                .backends
+                .into_iter()
+                .filter_map(|b| match b.addr.parse::<Authority>() {
+                    Ok(authority) => Some(BackendState {
+                        load: loads.get(b.addr.as_str()).map_or_else(Default::default, |l| {
+                            Arc::clone(l)
+                        }),
+                        addr: b.addr,
+                        id: b.id,
+                        authority,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(app = %route.name, addr = %b.addr, "skipping backend with invalid address: {e}");
+                        None
+                    }
+                })
+                .collect();
+            let app = Arc::new(App {
+                next: nexts
+                    .get(route.name.as_str())
+                    .map_or_else(Default::default, |n| Arc::clone(n)),
+                name: route.name,
+                balance: route.balance,
+                backends,
+                static_files: route.static_files,
+            });
+            for host in route.hosts {
+                let host = normalize_host(&host);
+                if let Some(prev) = hosts.insert(host.clone(), Arc::clone(&app)) {
+                    tracing::warn!(%host, "host claimed by both {} and {}; {} wins", prev.name, app.name, app.name);
+                }
+            }
+        }
+        Self {
+            revision: table.revision,
+            hosts,
+        }
+    }
+
+    /// The app serving `host` (already normalised).
+    pub fn app(&self, host: &str) -> Option<&Arc<App>> {
+        self.hosts.get(host)
+    }
+}
+
+impl BackendState {
+    /// Outstanding requests right now.
+    pub fn current_load(&self) -> usize {
+        self.load.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more request until the guard drops.
+    pub fn begin(&self) -> LoadGuard {
+        self.load.fetch_add(1, Ordering::Relaxed);
+        LoadGuard(Arc::clone(&self.load))
+    }
+}
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The form a host is looked up in: no port, lowercase, no trailing dot.
+pub(crate) fn normalize_host(raw: &str) -> String {
+    let raw = raw.trim();
+    let no_port = if let Some(rest) = raw.strip_prefix('[') {
+        // IPv6 literal: `[::1]:8080` → `[::1]`.
+        match rest.find(']') {
+            Some(end) => &raw[..end + 2],
+            None => raw,
+        }
+    } else {
+        match raw.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => raw,
+        }
+    };
+    no_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_model::{AppRoute, Backend};
+
+    use super::*;
+
+    fn table(rev: u64, addrs: &[&str]) -> RouteTable {
+        RouteTable {
+            revision: rev,
+            apps: vec![AppRoute {
+                name: "hello".into(),
+                hosts: vec!["Hello.Localhost.".into()],
+                backends: addrs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| Backend {
+                        addr: a.to_string(),
+                        id: format!("v1/web.{}", i + 1),
+                    })
+                    .collect(),
+                balance: Balance::LeastConn,
+                static_files: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn hosts_are_normalised() {
+        assert_eq!(normalize_host("Hello.LOCALHOST.:8080"), "hello.localhost");
+        assert_eq!(normalize_host("hello.localhost"), "hello.localhost");
+        assert_eq!(normalize_host("[::1]:80"), "[::1]");
+        assert_eq!(normalize_host("example.com."), "example.com");
+    }
+
+    #[test]
+    fn load_survives_updates_for_unchanged_addresses() {
+        let routes = Routes::new();
+        routes.update(table(1, &["127.0.0.1:1", "127.0.0.1:2"]));
+        let t = routes.load();
+        let app = t.app("hello.localhost").expect("app routed");
+        let _busy = app.backends[0].begin();
+        let _busy2 = app.backends[0].begin();
+
+        routes.update(table(2, &["127.0.0.1:1", "127.0.0.1:3"]));
+        assert_eq!(routes.revision(), 2);
+        let t2 = routes.load();
+        let app2 = t2.app("hello.localhost").expect("app routed");
+        assert_eq!(app2.backends[0].current_load(), 2, "same addr keeps its load");
+        assert_eq!(app2.backends[1].current_load(), 0);
+        drop(_busy);
+        assert_eq!(app2.backends[0].current_load(), 1, "old guards settle the new counter");
+    }
+
+    #[test]
+    fn invalid_backend_addresses_are_skipped() {
+        let routes = Routes::new();
+        routes.update(table(1, &["not an addr", "127.0.0.1:2"]));
+        let t = routes.load();
+        assert_eq!(t.app("hello.localhost").map(|a| a.backends.len()), Some(1));
+    }
+}

@@ -1,0 +1,293 @@
+//! The test kit: real in-process backends, a real router, real clients.
+//!
+//! ```ignore
+//! let a = Backend::start("a").await;
+//! let router = Router::start(table(vec![app("hello", &["hello.localhost"], &[a.addr])])).await;
+//! let resp = router.get("hello.localhost", "/").await;
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_client::logs::LogShipper;
+use berth_model::{AppRoute, Backend as RouteBackend, Balance, NewLogLine, RouteTable};
+use berth_router::{Routes, RouterConfig};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinHandle;
+
+/// How long any "eventually" condition may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Polls `cond` until it holds, failing the test after [`DEADLINE`].
+pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    while !cond().await {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An app server on 127.0.0.1:0.
+///
+/// - `/headers`: the request headers, one `name: value` per line;
+/// - `/slow`: waits for a permit of [`Backend::gate`];
+/// - `/hop`: a response full of hop-by-hop headers;
+/// - `/echo`: the request body;
+/// - anything else: the backend's name.
+///
+/// Every response carries `x-backend: NAME`.
+pub struct Backend {
+    pub addr: SocketAddr,
+    /// Requests received.
+    pub hits: Arc<AtomicUsize>,
+    /// `/slow` requests waiting at the gate or let through.
+    pub arrived: Arc<AtomicUsize>,
+    /// Permits let `/slow` requests finish.
+    pub gate: Arc<Semaphore>,
+    _stop: oneshot::Sender<()>,
+}
+
+type TestBody = BoxBody<Bytes, hyper::Error>;
+
+impl Backend {
+    pub async fn start(name: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Semaphore::new(0));
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let state = (hits.clone(), arrived.clone(), gate.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = &mut stopped => return,
+                    r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+                };
+                let (hits, arrived, gate) = state.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let (hits, arrived, gate) = (hits.clone(), arrived.clone(), gate.clone());
+                        async move {
+                            hits.fetch_add(1, Ordering::SeqCst);
+                            Ok::<_, Infallible>(answer(name, req, &arrived, &gate).await)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            hits,
+            arrived,
+            gate,
+            _stop: stop,
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn arrived(&self) -> usize {
+        self.arrived.load(Ordering::SeqCst)
+    }
+}
+
+fn full(s: impl Into<Bytes>) -> TestBody {
+    Full::new(s.into()).map_err(|e| match e {}).boxed()
+}
+
+async fn answer(
+    name: &'static str,
+    req: Request<Incoming>,
+    arrived: &AtomicUsize,
+    gate: &Semaphore,
+) -> Response<TestBody> {
+    let mut resp = match req.uri().path() {
+        "/headers" => {
+            let mut out = String::new();
+            for (k, v) in req.headers() {
+                out.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("<bin>")));
+            }
+            Response::new(full(out))
+        }
+        "/slow" => {
+            arrived.fetch_add(1, Ordering::SeqCst);
+            if let Ok(p) = gate.acquire().await {
+                p.forget();
+            }
+            Response::new(full(name))
+        }
+        "/hop" => {
+            let mut r = Response::new(full(name));
+            let h = r.headers_mut();
+            h.insert("connection", "x-internal".parse().expect("value"));
+            h.insert("x-internal", "secret".parse().expect("value"));
+            h.insert("keep-alive", "timeout=5".parse().expect("value"));
+            h.insert("proxy-authenticate", "Basic".parse().expect("value"));
+            h.insert("trailer", "x-checksum".parse().expect("value"));
+            h.insert("x-kept", "yes".parse().expect("value"));
+            r
+        }
+        "/echo" => Response::new(req.into_body().boxed()),
+        _ => Response::new(full(name)),
+    };
+    resp.headers_mut()
+        .insert("x-backend", name.parse().expect("value"));
+    resp
+}
+
+/// A port nothing listens on: bound, then released.
+pub async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    l.local_addr().expect("addr")
+}
+
+static REVISION: AtomicU64 = AtomicU64::new(1);
+
+/// A route table with a fresh revision.
+pub fn table(apps: Vec<AppRoute>) -> RouteTable {
+    RouteTable {
+        revision: REVISION.fetch_add(1, Ordering::SeqCst),
+        apps,
+    }
+}
+
+/// An app served at `hosts` by `backends` (named `v1/web.N`).
+pub fn app(name: &str, hosts: &[&str], backends: &[SocketAddr]) -> AppRoute {
+    AppRoute {
+        name: name.into(),
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        backends: backends
+            .iter()
+            .enumerate()
+            .map(|(i, a)| RouteBackend {
+                addr: a.to_string(),
+                id: format!("v1/web.{}", i + 1),
+            })
+            .collect(),
+        balance: Balance::LeastConn,
+        static_files: None,
+    }
+}
+
+/// A router on 127.0.0.1:0 with an access log read by the test.
+pub struct Router {
+    pub addr: SocketAddr,
+    pub routes: Routes,
+    pub logs: mpsc::Receiver<NewLogLine>,
+    pub task: JoinHandle<std::io::Result<()>>,
+    stop: Option<oneshot::Sender<()>>,
+    client: reqwest::Client,
+}
+
+impl Router {
+    pub async fn start(table: RouteTable) -> Self {
+        Self::start_with(RouterConfig::default(), table).await
+    }
+
+    pub async fn start_with(config: RouterConfig, table: RouteTable) -> Self {
+        let routes = Routes::new();
+        routes.update(table);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (shipper, logs) = LogShipper::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(berth_router::run(
+            listener,
+            routes.clone(),
+            config,
+            Some(shipper),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            addr,
+            routes,
+            logs,
+            task,
+            stop: Some(stop),
+            client: http_client(),
+        }
+    }
+
+    /// `GET path` with `Host: host`.
+    pub async fn get(&self, host: &str, path: &str) -> reqwest::Response {
+        self.request(reqwest::Method::GET, host, path)
+            .send()
+            .await
+            .expect("router answers")
+    }
+
+    /// The body of `GET path` with `Host: host` (empty on a failed read).
+    pub async fn text(&self, host: &str, path: &str) -> String {
+        self.get(host, path).await.text().await.unwrap_or_default()
+    }
+
+    /// A request builder aimed at the router with `Host: host`.
+    pub fn request(&self, method: reqwest::Method, host: &str, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("http://{}{}", self.addr, path))
+            .header("host", host)
+    }
+
+    /// Signals shutdown; `task` then drains and ends.
+    pub fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A client that ignores proxy settings of the environment.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+/// Sends `request` verbatim on a new connection and reads the whole answer
+/// (use `Connection: close`). For what reqwest would tidy up: `..` in paths,
+/// hop-by-hop headers.
+pub async fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut out))
+        .await
+        .expect("answer within deadline")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of a raw HTTP answer.
+pub fn raw_status(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,103 @@
+//! Apps and their domains and instances.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use berth_model::names::{normalize_domain, validate_app_name};
+use berth_model::{AddDomain, App, CreateApp, Instance};
+use berth_store::AppRecord;
+
+use super::{log, require_app};
+use crate::error::ApiResult;
+use crate::scheduler::app_host;
+use crate::Ctx;
+
+/// The URL an app is served on: the router's URL with the app's host.
+fn app_url(ctx: &Ctx, name: &str) -> String {
+    let host = app_host(name, &ctx.config.apps_domain);
+    let Some(router) = &ctx.config.router_url else {
+        return format!("http://{host}/");
+    };
+    let (scheme, authority) = router.split_once("://").unwrap_or(("http", router));
+    let authority = authority.trim_end_matches('/');
+    match authority.rsplit_once(':') {
+        Some((_, port)) if port.chars().all(|c| c.is_ascii_digit()) => {
+            format!("{scheme}://{host}:{port}/")
+        }
+        _ => format!("{scheme}://{host}/"),
+    }
+}
+
+pub(crate) fn to_app(ctx: &Ctx, r: AppRecord) -> App {
+    App {
+        url: app_url(ctx, &r.name),
+        name: r.name,
+        created_at: r.created_at,
+        current_release: r.current_release,
+        formation: r.formation,
+        domains: r.domains,
+    }
+}
+
+pub async fn list(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<App>>> {
+    let apps = ctx.store.apps().await?;
+    Ok(Json(apps.into_iter().map(|a| to_app(&ctx, a)).collect()))
+}
+
+pub async fn create(
+    State(ctx): State<Ctx>,
+    Json(body): Json<CreateApp>,
+) -> ApiResult<(StatusCode, Json<App>)> {
+    validate_app_name(&body.name)?;
+    let app = ctx
+        .store
+        .create_app(&body.name, berth_model::now_millis())
+        .await?;
+    ctx.watchers.changed().await;
+    log(&ctx, &body.name, None, format!("App {} created", body.name)).await;
+    Ok((StatusCode::CREATED, Json(to_app(&ctx, app))))
+}
+
+pub async fn show(State(ctx): State<Ctx>, Path(app): Path<String>) -> ApiResult<Json<App>> {
+    Ok(Json(to_app(&ctx, require_app(&ctx, &app).await?)))
+}
+
+pub async fn destroy(State(ctx): State<Ctx>, Path(app): Path<String>) -> ApiResult<StatusCode> {
+    require_app(&ctx, &app).await?;
+    ctx.store.delete_app(&app).await?;
+    ctx.watchers.changed().await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn add_domain(
+    State(ctx): State<Ctx>,
+    Path(app): Path<String>,
+    Json(body): Json<AddDomain>,
+) -> ApiResult<Json<App>> {
+    require_app(&ctx, &app).await?;
+    let domain = normalize_domain(&body.domain)?;
+    ctx.store.add_domain(&app, &domain).await?;
+    ctx.watchers.changed().await;
+    log(&ctx, &app, None, format!("Domain {domain} added")).await;
+    show(State(ctx), Path(app)).await
+}
+
+pub async fn remove_domain(
+    State(ctx): State<Ctx>,
+    Path((app, domain)): Path<(String, String)>,
+) -> ApiResult<Json<App>> {
+    require_app(&ctx, &app).await?;
+    let domain = normalize_domain(&domain)?;
+    ctx.store.remove_domain(&app, &domain).await?;
+    ctx.watchers.changed().await;
+    log(&ctx, &app, None, format!("Domain {domain} removed")).await;
+    show(State(ctx), Path(app)).await
+}
+
+pub async fn instances(
+    State(ctx): State<Ctx>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<Instance>>> {
+    require_app(&ctx, &app).await?;
+    Ok(Json(ctx.store.instances(Some(&app)).await?))
+}

@@ -1,0 +1,814 @@
+//! The embedded backend: one SQLite file in WAL mode.
+//!
+//! SQLite allows one writer at a time, and a deferred transaction that later
+//! writes can fail with SQLITE_BUSY regardless of the busy timeout; so every
+//! write transaction here takes an async mutex first. Readers never wait.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth_model::*;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use tokio::sync::Mutex;
+
+use crate::*;
+
+/// Schema migrations, applied in order; index + 1 is the schema version.
+/// Plain SQL shared in spirit with the PostgreSQL backend: no SQLite-only
+/// types beyond INTEGER PRIMARY KEY for the log cursor.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE revision (id INTEGER PRIMARY KEY CHECK (id = 1), value BIGINT NOT NULL);
+INSERT INTO revision (id, value) VALUES (1, 1);
+CREATE TABLE apps (
+    name TEXT PRIMARY KEY,
+    created_at BIGINT NOT NULL,
+    current_release INTEGER,
+    next_release INTEGER NOT NULL DEFAULT 1,
+    formation TEXT NOT NULL,
+    config TEXT NOT NULL
+);
+CREATE TABLE domains (domain TEXT PRIMARY KEY, app TEXT NOT NULL);
+CREATE TABLE builds (
+    id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    finished_at BIGINT,
+    node TEXT,
+    error TEXT,
+    artifact TEXT,
+    release INTEGER,
+    source_size BIGINT NOT NULL,
+    config TEXT NOT NULL,
+    created_by TEXT NOT NULL
+);
+CREATE INDEX builds_status ON builds (status);
+CREATE TABLE releases (
+    app TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    build_id TEXT NOT NULL,
+    config TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    PRIMARY KEY (app, version)
+);
+CREATE INDEX releases_status ON releases (status);
+CREATE TABLE instances (
+    node TEXT NOT NULL,
+    app TEXT NOT NULL,
+    release INTEGER NOT NULL,
+    process_type TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (node, app, release, process_type, idx)
+);
+CREATE TABLE nodes (name TEXT PRIMARY KEY, last_seen BIGINT NOT NULL);
+CREATE TABLE logs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    ts BIGINT NOT NULL,
+    source TEXT NOT NULL,
+    scope TEXT,
+    line TEXT NOT NULL
+);
+CREATE INDEX logs_app ON logs (app, id);
+"#];
+
+/// A [`Store`] in one SQLite file.
+pub struct SqliteStore {
+    pool: SqlitePool,
+    write: Mutex<()>,
+}
+
+type Tx<'a> = Transaction<'a, Sqlite>;
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        Self::connect(opts, 8).await
+    }
+
+    /// An in-memory database, for tests.
+    pub async fn in_memory() -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        // One connection: each in-memory connection is its own database.
+        Self::connect(opts, 1).await
+    }
+
+    async fn connect(opts: SqliteConnectOptions, max: u32) -> Result<Self> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max)
+            .connect_with(opts)
+            .await?;
+        let store = Self {
+            pool,
+            write: Mutex::new(()),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&mut *tx)
+            .await?;
+        let current = current.unwrap_or(0) as usize;
+        if current > MIGRATIONS.len() {
+            return Err(StoreError::corrupt(
+                "schema",
+                format!(
+                    "the database is at schema version {current}, newer than this berth ({}); upgrade berth",
+                    MIGRATIONS.len()
+                ),
+            ));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+                .bind((i + 1) as i64)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn begin_write(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, Tx<'_>)> {
+        let guard = self.write.lock().await;
+        let tx = self.pool.begin().await?;
+        Ok((guard, tx))
+    }
+}
+
+async fn bump(tx: &mut Tx<'_>) -> Result<Revision> {
+    let v: i64 = sqlx::query_scalar("UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value")
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(v as Revision)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> String {
+    // Serialising our own plain data types cannot fail.
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::corrupt(what, e))
+}
+
+fn app_from_row(row: &sqlx::sqlite::SqliteRow, domains: Vec<String>) -> Result<AppRecord> {
+    Ok(AppRecord {
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+        current_release: row
+            .try_get::<Option<i64>, _>("current_release")?
+            .map(|v| v as u32),
+        formation: from_json("formation", &row.try_get::<String, _>("formation")?)?,
+        config: from_json("config", &row.try_get::<String, _>("config")?)?,
+        domains,
+    })
+}
+
+fn build_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<BuildRecord> {
+    let status: String = row.try_get("status")?;
+    let artifact: Option<String> = row.try_get("artifact")?;
+    Ok(BuildRecord {
+        build: Build {
+            id: row.try_get("id")?,
+            app: row.try_get("app")?,
+            status: BuildStatus::parse(&status)
+                .ok_or_else(|| StoreError::corrupt("build status", &status))?,
+            created_at: row.try_get("created_at")?,
+            finished_at: row.try_get("finished_at")?,
+            node: row.try_get("node")?,
+            error: row.try_get("error")?,
+            artifact: artifact.map(|a| from_json("artifact", &a)).transpose()?,
+            release: row.try_get::<Option<i64>, _>("release")?.map(|v| v as u32),
+            source_size: row.try_get::<i64, _>("source_size")? as u64,
+        },
+        config: from_json("build config", &row.try_get::<String, _>("config")?)?,
+        created_by: row.try_get("created_by")?,
+    })
+}
+
+fn release_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Release> {
+    let status: String = row.try_get("status")?;
+    Ok(Release {
+        app: row.try_get("app")?,
+        version: row.try_get::<i64, _>("version")? as u32,
+        build_id: row.try_get("build_id")?,
+        config: from_json("release config", &row.try_get::<String, _>("config")?)?,
+        description: row.try_get("description")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("created_at")?,
+        status: ReleaseStatus::parse(&status)
+            .ok_or_else(|| StoreError::corrupt("release status", &status))?,
+        error: row.try_get("error")?,
+    })
+}
+
+async fn domains_of(pool: impl sqlx::SqliteExecutor<'_>, app: &str) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT domain FROM domains WHERE app = ? ORDER BY domain")
+            .bind(app)
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+async fn app_in_tx(tx: &mut Tx<'_>, name: &str) -> Result<AppRecord> {
+    let row = sqlx::query("SELECT * FROM apps WHERE name = ?")
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no app named {name:?}")))?;
+    let domains = domains_of(&mut **tx, name).await?;
+    app_from_row(&row, domains)
+}
+
+async fn build_in_tx(tx: &mut Tx<'_>, id: &str) -> Result<BuildRecord> {
+    let row = sqlx::query("SELECT * FROM builds WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no build {id:?}")))?;
+    build_from_row(&row)
+}
+
+async fn release_in_tx(tx: &mut Tx<'_>, app: &str, version: u32) -> Result<Release> {
+    let row = sqlx::query("SELECT * FROM releases WHERE app = ? AND version = ?")
+        .bind(app)
+        .bind(version as i64)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("app {app:?} has no release v{version}")))?;
+    release_from_row(&row)
+}
+
+/// Makes `version` the app's live release and the previous live one superseded.
+async fn promote(tx: &mut Tx<'_>, app: &str, version: u32) -> Result<()> {
+    sqlx::query("UPDATE releases SET status = 'superseded' WHERE app = ? AND status = 'live'")
+        .bind(app)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE releases SET status = 'live', error = NULL WHERE app = ? AND version = ?")
+        .bind(app)
+        .bind(version as i64)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE apps SET current_release = ? WHERE name = ?")
+        .bind(version as i64)
+        .bind(app)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn revision(&self) -> Result<Revision> {
+        let v: i64 = sqlx::query_scalar("SELECT value FROM revision WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v as Revision)
+    }
+
+    async fn create_app(&self, name: &str, now: UnixMillis) -> Result<AppRecord> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let exists: Option<String> = sqlx::query_scalar("SELECT name FROM apps WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "an app named {name:?} already exists; pick another name"
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO apps (name, created_at, formation, config) VALUES (?, ?, '{}', '{}')",
+        )
+        .bind(name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        bump(&mut tx).await?;
+        let app = app_in_tx(&mut tx, name).await?;
+        tx.commit().await?;
+        Ok(app)
+    }
+
+    async fn app(&self, name: &str) -> Result<Option<AppRecord>> {
+        let Some(row) = sqlx::query("SELECT * FROM apps WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let domains = domains_of(&self.pool, name).await?;
+        app_from_row(&row, domains).map(Some)
+    }
+
+    async fn apps(&self) -> Result<Vec<AppRecord>> {
+        let rows = sqlx::query("SELECT * FROM apps ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut domains: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for row in sqlx::query("SELECT domain, app FROM domains ORDER BY domain")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            domains
+                .entry(row.try_get("app")?)
+                .or_default()
+                .push(row.try_get("domain")?);
+        }
+        rows.iter()
+            .map(|r| {
+                let name: String = r.try_get("name")?;
+                app_from_row(r, domains.remove(&name).unwrap_or_default())
+            })
+            .collect()
+    }
+
+    async fn delete_app(&self, name: &str) -> Result<()> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let n = sqlx::query("DELETE FROM apps WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("no app named {name:?}")));
+        }
+        for table in ["domains", "builds", "releases", "logs"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE app = ?"))
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Instances stay until their agent reports them gone: they are actual
+        // state, and the agent stops them when they leave its desired state.
+        bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn add_domain(&self, app: &str, domain: &str) -> Result<()> {
+        let (_w, mut tx) = self.begin_write().await?;
+        app_in_tx(&mut tx, app).await?;
+        let owner: Option<String> = sqlx::query_scalar("SELECT app FROM domains WHERE domain = ?")
+            .bind(domain)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(owner) = owner {
+            return Err(StoreError::Conflict(if owner == app {
+                format!("{domain} is already a domain of {app}")
+            } else {
+                format!("{domain} is already used by another app; remove it there first")
+            }));
+        }
+        sqlx::query("INSERT INTO domains (domain, app) VALUES (?, ?)")
+            .bind(domain)
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
+        bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_domain(&self, app: &str, domain: &str) -> Result<()> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let n = sqlx::query("DELETE FROM domains WHERE domain = ? AND app = ?")
+            .bind(domain)
+            .bind(app)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound(format!(
+                "{domain} is not a domain of {app}"
+            )));
+        }
+        bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_build(&self, b: NewBuild) -> Result<BuildRecord> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let app = app_in_tx(&mut tx, &b.app).await?;
+        sqlx::query(
+            "INSERT INTO builds (id, app, status, created_at, source_size, config, created_by) \
+             VALUES (?, ?, 'queued', ?, ?, ?, ?)",
+        )
+        .bind(&b.id)
+        .bind(&b.app)
+        .bind(b.now)
+        .bind(b.source_size as i64)
+        .bind(to_json(&app.config))
+        .bind(&b.created_by)
+        .execute(&mut *tx)
+        .await?;
+        bump(&mut tx).await?;
+        let rec = build_in_tx(&mut tx, &b.id).await?;
+        tx.commit().await?;
+        Ok(rec)
+    }
+
+    async fn build(&self, id: &str) -> Result<Option<BuildRecord>> {
+        sqlx::query("SELECT * FROM builds WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(build_from_row)
+            .transpose()
+    }
+
+    async fn queued_builds(&self) -> Result<Vec<BuildRecord>> {
+        sqlx::query("SELECT * FROM builds WHERE status = 'queued' ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(build_from_row)
+            .collect()
+    }
+
+    async fn claim_build(&self, id: &str, node: &str, _now: UnixMillis) -> Result<BuildRecord> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE builds SET status = 'building', node = ? WHERE id = ? AND status = 'queued'",
+        )
+        .bind(node)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            build_in_tx(&mut tx, id).await?;
+            return Err(StoreError::Conflict(format!("build {id} is not queued")));
+        }
+        bump(&mut tx).await?;
+        let rec = build_in_tx(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(rec)
+    }
+
+    async fn fail_build(&self, id: &str, error: &str, now: UnixMillis) -> Result<BuildRecord> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let rec = build_in_tx(&mut tx, id).await?;
+        if rec.build.status.is_final() {
+            return Err(StoreError::Conflict(format!("build {id} has already finished")));
+        }
+        sqlx::query("UPDATE builds SET status = 'failed', error = ?, finished_at = ? WHERE id = ?")
+            .bind(error)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        bump(&mut tx).await?;
+        let rec = build_in_tx(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(rec)
+    }
+
+    async fn succeed_build(
+        &self,
+        id: &str,
+        artifact: &Artifact,
+        now: UnixMillis,
+    ) -> Result<(BuildRecord, Release)> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let rec = build_in_tx(&mut tx, id).await?;
+        if rec.build.status.is_final() {
+            return Err(StoreError::Conflict(format!("build {id} has already finished")));
+        }
+        let app = app_in_tx(&mut tx, &rec.build.app).await?;
+        let version: i64 = sqlx::query_scalar(
+            "UPDATE apps SET next_release = next_release + 1 WHERE name = ? RETURNING next_release - 1",
+        )
+        .bind(&app.name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut formation = app.formation.clone();
+        for process_type in artifact.processes.keys() {
+            formation.entry(process_type.clone()).or_insert(1);
+        }
+        sqlx::query("UPDATE apps SET formation = ? WHERE name = ?")
+            .bind(to_json(&formation))
+            .bind(&app.name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE builds SET status = 'succeeded', artifact = ?, finished_at = ?, release = ? WHERE id = ?",
+        )
+        .bind(to_json(artifact))
+        .bind(now)
+        .bind(version)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let status = if artifact.release_command.is_some() {
+            ReleaseStatus::Pending
+        } else {
+            ReleaseStatus::Live
+        };
+        sqlx::query(
+            "INSERT INTO releases (app, version, build_id, config, description, created_by, created_at, status) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+        )
+        .bind(&app.name)
+        .bind(version)
+        .bind(id)
+        .bind(to_json(&rec.config))
+        .bind(format!("deploy {}", short_id(id)))
+        .bind(&rec.created_by)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if status == ReleaseStatus::Live {
+            promote(&mut tx, &app.name, version as u32).await?;
+        }
+        bump(&mut tx).await?;
+        let rec = build_in_tx(&mut tx, id).await?;
+        let release = release_in_tx(&mut tx, &app.name, version as u32).await?;
+        tx.commit().await?;
+        Ok((rec, release))
+    }
+
+    async fn release(&self, app: &str, version: u32) -> Result<Option<Release>> {
+        sqlx::query("SELECT * FROM releases WHERE app = ? AND version = ?")
+            .bind(app)
+            .bind(version as i64)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(release_from_row)
+            .transpose()
+    }
+
+    async fn releases(&self, app: &str) -> Result<Vec<Release>> {
+        sqlx::query("SELECT * FROM releases WHERE app = ? ORDER BY version DESC")
+            .bind(app)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(release_from_row)
+            .collect()
+    }
+
+    async fn pending_releases(&self) -> Result<Vec<Release>> {
+        sqlx::query("SELECT * FROM releases WHERE status = 'pending' ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(release_from_row)
+            .collect()
+    }
+
+    async fn claim_release(&self, app: &str, version: u32, _node: &str) -> Result<Release> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE releases SET status = 'releasing' WHERE app = ? AND version = ? AND status = 'pending'",
+        )
+        .bind(app)
+        .bind(version as i64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            release_in_tx(&mut tx, app, version).await?;
+            return Err(StoreError::Conflict(format!(
+                "release v{version} of {app} is not waiting for its release phase"
+            )));
+        }
+        bump(&mut tx).await?;
+        let r = release_in_tx(&mut tx, app, version).await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    async fn finish_release_phase(
+        &self,
+        app: &str,
+        version: u32,
+        error: Option<&str>,
+    ) -> Result<Release> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let r = release_in_tx(&mut tx, app, version).await?;
+        if r.status != ReleaseStatus::Releasing {
+            return Err(StoreError::Conflict(format!(
+                "release v{version} of {app} is {}, not releasing",
+                r.status.as_str()
+            )));
+        }
+        match error {
+            None => promote(&mut tx, app, version).await?,
+            Some(e) => {
+                sqlx::query(
+                    "UPDATE releases SET status = 'failed', error = ? WHERE app = ? AND version = ?",
+                )
+                .bind(e)
+                .bind(app)
+                .bind(version as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        bump(&mut tx).await?;
+        let r = release_in_tx(&mut tx, app, version).await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    async fn replace_node_instances(
+        &self,
+        node: &str,
+        instances: &[Instance],
+        now: UnixMillis,
+    ) -> Result<bool> {
+        let (_w, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO nodes (name, last_seen) VALUES (?, ?) \
+             ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen",
+        )
+        .bind(node)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let before: Vec<String> =
+            sqlx::query_scalar("SELECT data FROM instances WHERE node = ? ORDER BY app, release, process_type, idx")
+                .bind(node)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut sorted: Vec<&Instance> = instances.iter().collect();
+        sorted.sort_by_key(|i| InstanceKey::from(*i));
+        let after: Vec<String> = sorted.iter().map(|i| to_json(*i)).collect();
+        let changed = before != after;
+        if changed {
+            sqlx::query("DELETE FROM instances WHERE node = ?")
+                .bind(node)
+                .execute(&mut *tx)
+                .await?;
+            for (i, data) in sorted.iter().zip(&after) {
+                sqlx::query(
+                    "INSERT INTO instances (node, app, release, process_type, idx, data) VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(node)
+                .bind(&i.app)
+                .bind(i.release as i64)
+                .bind(&i.process_type)
+                .bind(i.index as i64)
+                .bind(data)
+                .execute(&mut *tx)
+                .await?;
+            }
+            bump(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn instances(&self, app: Option<&str>) -> Result<Vec<Instance>> {
+        let rows: Vec<String> = match app {
+            Some(app) => sqlx::query_scalar(
+                "SELECT data FROM instances WHERE app = ? ORDER BY process_type, idx, release",
+            )
+            .bind(app)
+            .fetch_all(&self.pool)
+            .await?,
+            None => sqlx::query_scalar(
+                "SELECT data FROM instances ORDER BY app, process_type, idx, release",
+            )
+            .fetch_all(&self.pool)
+            .await?,
+        };
+        rows.iter().map(|d| from_json("instance", d)).collect()
+    }
+
+    async fn nodes(&self) -> Result<Vec<(String, UnixMillis)>> {
+        let rows = sqlx::query("SELECT name, last_seen FROM nodes ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("name")?, r.try_get("last_seen")?)))
+            .collect()
+    }
+
+    async fn append_logs(&self, lines: &[NewLogLine]) -> Result<i64> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let mut last = 0;
+        let mut apps = std::collections::BTreeSet::new();
+        for l in lines {
+            last = sqlx::query_scalar(
+                "INSERT INTO logs (app, ts, source, scope, line) VALUES (?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(&l.app)
+            .bind(l.ts)
+            .bind(&l.source)
+            .bind(&l.scope)
+            .bind(&l.line)
+            .fetch_one(&mut *tx)
+            .await?;
+            apps.insert(&l.app);
+        }
+        // Keep the log bounded: prune an app's oldest lines past the limit,
+        // only now and then (every ~1000 ids) so appends stay cheap.
+        if last / 1000 != (last - lines.len() as i64) / 1000 {
+            for app in apps {
+                sqlx::query(
+                    "DELETE FROM logs WHERE app = ? AND id <= \
+                     (SELECT id FROM logs WHERE app = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                )
+                .bind(app)
+                .bind(app)
+                .bind(LOG_LINES_KEPT)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(last)
+    }
+
+    async fn logs(
+        &self,
+        app: &str,
+        after: Option<i64>,
+        limit: u32,
+        scope: Option<&str>,
+    ) -> Result<Vec<LogLine>> {
+        let rows = match after {
+            Some(after) => {
+                sqlx::query(
+                    "SELECT * FROM logs WHERE app = ? AND id > ? AND (? IS NULL OR scope = ?) ORDER BY id LIMIT ?",
+                )
+                .bind(app)
+                .bind(after)
+                .bind(scope)
+                .bind(scope)
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                let mut rows = sqlx::query(
+                    "SELECT * FROM logs WHERE app = ? AND (? IS NULL OR scope = ?) ORDER BY id DESC LIMIT ?",
+                )
+                .bind(app)
+                .bind(scope)
+                .bind(scope)
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.reverse();
+                rows
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(LogLine {
+                    id: r.try_get("id")?,
+                    app: r.try_get("app")?,
+                    ts: r.try_get("ts")?,
+                    source: r.try_get("source")?,
+                    scope: r.try_get("scope")?,
+                    line: r.try_get("line")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn last_log_id(&self) -> Result<i64> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM logs")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+}
+
+/// The first 8 characters of an id, as users see it.
+pub fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
