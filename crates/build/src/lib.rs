@@ -7,7 +7,7 @@
 //! `web` process itself and collects its static files. Every line the tools
 //! print goes to a [`LogSink`] as it comes, so `berth deploy` can show it live.
 //!
-//! Build tools run with a cleared environment (see [`env`](crate::env)): the
+//! Build tools run with a cleared environment (see the `env` module): the
 //! agent's own secrets never reach an app's `setup.py` or settings module.
 //!
 //! # Layout
@@ -100,6 +100,7 @@ impl<F: Fn(&str) + Sync> LogSink for F {
 /// one top-level directory, in that directory), with its virtualenv in
 /// `.venv`; `<dest>/home` is the tools' `HOME`. Dropping the future kills
 /// the running tool.
+#[tracing::instrument(skip_all, fields(dest = %dest.display()))]
 pub async fn build(
     archive: &Path,
     dest: &Path,

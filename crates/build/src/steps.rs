@@ -154,8 +154,8 @@ impl<'a, L: LogSink> Tools<'a, L> {
         })
     }
 
-    /// Sends a complete line to the log and the tail; closes the stream at
-    /// its end (or on a read error, which a pipe does not really have).
+    /// Sends a line to the log and the tail; closes the stream at its end
+    /// (or on a read error, which a pipe does not really have).
     fn take_line<R>(
         &self,
         read: io::Result<usize>,
@@ -163,22 +163,25 @@ impl<'a, L: LogSink> Tools<'a, L> {
         buf: &mut Vec<u8>,
         tail: &mut VecDeque<String>,
     ) {
-        match read {
-            Ok(0) => *stream = None,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(buf);
-                let line = text.trim_end_matches(['\n', '\r']);
-                self.log.line(line);
-                if tail.len() == TAIL_LINES {
-                    tail.pop_front();
-                }
-                tail.push_back(line.to_owned());
-                buf.clear();
+        // A cancelled `read_until` may have left an unterminated last line in
+        // `buf` already, so the call that sees the end can return 0 with
+        // something still to log.
+        let at_end = matches!(read, Ok(0) | Err(_));
+        if let Err(e) = &read {
+            tracing::warn!(error = %e, "reading build tool output");
+        }
+        if !buf.is_empty() {
+            let text = String::from_utf8_lossy(buf);
+            let line = text.trim_end_matches(['\n', '\r']);
+            self.log.line(line);
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "reading build tool output");
-                *stream = None;
-            }
+            tail.push_back(line.to_owned());
+            buf.clear();
+        }
+        if at_end {
+            *stream = None;
         }
     }
 
@@ -273,7 +276,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let opts = BuildOptions::new("uv", dir.path().join("cache"));
         let lines = Mutex::new(Vec::new());
-        let sink = |line: &str| lines.lock().unwrap().push((Instant::now(), line.to_owned()));
+        let sink = |line: &str| {
+            lines
+                .lock()
+                .unwrap()
+                .push((Instant::now(), line.to_owned()))
+        };
         let tools = Tools::new(
             &opts,
             dir.path().to_path_buf(),
@@ -298,7 +306,10 @@ mod tests {
         let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
         assert_eq!(text, ["one", "two", "three"]);
         let gap = lines[1].0 - lines[0].0;
-        assert!(gap.as_millis() >= 200, "'one' was logged before the tool ended");
+        assert!(
+            gap.as_millis() >= 200,
+            "'one' was logged before the tool ended"
+        );
     }
 
     #[tokio::test]
@@ -307,7 +318,10 @@ mod tests {
         assert_eq!(lines.len(), 30);
         let err = result.unwrap_err().to_string();
         let (head, output) = err.split_once('\n').unwrap();
-        assert_eq!(head, "running the script failed (exit status 3): fix the script");
+        assert_eq!(
+            head,
+            "running the script failed (exit status 3): fix the script"
+        );
         let quoted: Vec<&str> = output.lines().skip(1).map(str::trim).collect();
         let want: Vec<String> = (11..=30).map(|i| format!("line {i}")).collect();
         assert_eq!(quoted, want);
@@ -317,6 +331,10 @@ mod tests {
     async fn tools_start_with_a_cleared_environment() {
         let (lines, result) = run("echo \"cargo=${CARGO_MANIFEST_DIR:-unset} home=$HOME\"").await;
         result.unwrap();
-        assert!(lines[0].1.starts_with("cargo=unset home=/"), "{}", lines[0].1);
+        assert!(
+            lines[0].1.starts_with("cargo=unset home=/"),
+            "{}",
+            lines[0].1
+        );
     }
 }

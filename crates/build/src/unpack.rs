@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use flate2::read::GzDecoder;
@@ -52,7 +53,8 @@ fn unpack_from(reader: impl Read, root: &Path) -> Result<(), BuildError> {
         };
         let path = entry.path().map_err(|e| refuse(e.to_string()))?;
         let rel = relative_path(&path).map_err(|r| refuse(r.into()))?;
-        match entry.header().entry_type() {
+        let kind = entry.header().entry_type();
+        match kind {
             EntryType::Regular
             | EntryType::Continuous
             | EntryType::GNUSparse
@@ -80,6 +82,17 @@ fn unpack_from(reader: impl Read, root: &Path) -> Result<(), BuildError> {
             Ok(true) => {}
             Ok(false) => return Err(refuse("it would be written outside the app".into())),
             Err(e) => return Err(refuse(e.to_string())),
+        }
+        if kind == EntryType::Directory {
+            // A directory archived read-only would refuse the entries that
+            // follow it, and the build's own files (.venv, staticfiles).
+            let dir = root.join(&rel);
+            let writable = fs::metadata(&dir).and_then(|m| {
+                let mut perms = m.permissions();
+                perms.set_mode(perms.mode() | 0o700);
+                fs::set_permissions(&dir, perms)
+            });
+            writable.map_err(|e| refuse(e.to_string()))?;
         }
     }
     Ok(())

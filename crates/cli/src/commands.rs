@@ -203,3 +203,27 @@ pub async fn domains(client: &Client, cmd: DomainsCommand) -> anyhow::Result<()>
     }
     Ok(())
 }
+
+/// Parses `web=2`-style pairs, refusing anything but whole numbers ≥ 0.
+pub fn parse_counts(pairs: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, u32>> {
+    let mut out = std::collections::BTreeMap::new();
+    for pair in pairs {
+        let Some((name, count)) = pair.split_once('=') else {
+            bail!("{pair:?} is not TYPE=COUNT; use e.g. web=2");
+        };
+        berth_model::names::validate_process_type(name)?;
+        let count: u32 = count.parse().map_err(|_| {
+            anyhow::anyhow!("{pair:?}: the count must be a whole number of 0 or more")
+        })?;
+        out.insert(name.to_string(), count);
+    }
+    Ok(out)
+}
+
+pub async fn scale(client: &Client, app: &str, pairs: &[String]) -> anyhow::Result<()> {
+    let counts = parse_counts(pairs)?;
+    let a = client.scale(app, &counts).await?;
+    let formation: Vec<String> = a.formation.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("Scaled {app}: {}", formation.join(" "));
+    Ok(())
+}

@@ -85,7 +85,7 @@ pub async fn deploy(client: &Client, app: &str, dir: &Path) -> anyhow::Result<()
                 return Ok(());
             }
             ReleaseStatus::Pending | ReleaseStatus::Releasing => {
-                follow(client, app, &build.id, cursor, Duration::from_secs(1)).await?;
+                cursor = follow(client, app, &build.id, cursor, Duration::from_secs(1)).await?;
             }
         }
     }

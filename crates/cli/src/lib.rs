@@ -72,6 +72,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Set how many instances of each process type run (e.g. web=2 worker=1).
+    Scale {
+        /// TYPE=COUNT pairs.
+        #[arg(required = true)]
+        counts: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
     /// Manage custom domains routed to an app.
     #[command(subcommand)]
     Domains(DomainsCommand),
@@ -141,5 +149,6 @@ pub async fn run(command: Command, settings: settings::Settings) -> anyhow::Resu
         } => commands::logs(&client, &app.app, follow, num, source.as_deref()).await,
         Command::Releases { app, json } => commands::releases(&client, &app.app, json).await,
         Command::Domains(c) => commands::domains(&client, c).await,
+        Command::Scale { counts, app } => commands::scale(&client, &app.app, &counts).await,
     }
 }

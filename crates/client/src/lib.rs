@@ -189,6 +189,15 @@ impl Client {
             .map(drop)
     }
 
+    /// `POST /v1/apps/{app}/formation`: sets instance counts.
+    pub async fn scale(
+        &self,
+        app: &str,
+        counts: &std::collections::BTreeMap<String, u32>,
+    ) -> Result<App, ClientError> {
+        self.post(&format!("/v1/apps/{app}/formation"), counts).await
+    }
+
     /// `POST /v1/apps/{app}/domains`.
     pub async fn add_domain(&self, app: &str, domain: &str) -> Result<App, ClientError> {
         self.post(

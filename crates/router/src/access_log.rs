@@ -68,7 +68,10 @@ impl Entry {
 /// A value as is when it is a plain token, quoted otherwise, so that a
 /// hostile Host header cannot forge extra `key=value` fields.
 fn value(v: &str) -> String {
-    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=') {
+    if !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=')
+    {
         v.to_string()
     } else {
         quoted(v)

@@ -2,10 +2,10 @@
 //! wrappers that let bodies stream through untouched while the router keeps
 //! track of them.
 //!
-//! - [`Tracked`] counts the bytes of a response and runs a callback when it
+//! - `Tracked` counts the bytes of a response and runs a callback when it
 //!   ends (or the client goes away): the access log and the per-backend load
 //!   counters are settled there, not when the head is sent.
-//! - [`Reclaim`] hands a request body back if the upstream client dropped it
+//! - `Reclaim` hands a request body back if the upstream client dropped it
 //!   without reading a byte, so a request whose connect failed can be sent to
 //!   another backend without buffering its body up front.
 
@@ -26,7 +26,9 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A complete body from bytes.
 pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into()).map_err(|e| match e {}).boxed_unsync()
+    Full::new(data.into())
+        .map_err(|e| match e {})
+        .boxed_unsync()
 }
 
 /// An empty body.
@@ -35,11 +37,11 @@ pub fn empty() -> Body {
 }
 
 /// A callback run once with the number of body bytes passed through.
-pub type OnDone = Box<dyn FnOnce(u64) + Send>;
+pub(crate) type OnDone = Box<dyn FnOnce(u64) + Send>;
 
 /// A body that counts its bytes and reports them once it is finished or
 /// dropped, whichever comes first.
-pub struct Tracked<B> {
+pub(crate) struct Tracked<B> {
     inner: B,
     bytes: u64,
     on_done: Option<OnDone>,
@@ -47,7 +49,7 @@ pub struct Tracked<B> {
 
 impl<B> Tracked<B> {
     /// Wraps `inner`; `on_done` runs exactly once.
-    pub fn new(inner: B, on_done: OnDone) -> Self {
+    pub(crate) fn new(inner: B, on_done: OnDone) -> Self {
         Self {
             inner,
             bytes: 0,
@@ -103,7 +105,7 @@ impl<B> Drop for Tracked<B> {
 
 /// A request body that returns itself through a channel if it is dropped
 /// before it was ever polled — that is, before any of it can have been sent.
-pub struct Reclaim<B> {
+pub(crate) struct Reclaim<B> {
     inner: Option<B>,
     polled: bool,
     back: Option<oneshot::Sender<B>>,
@@ -111,7 +113,7 @@ pub struct Reclaim<B> {
 
 impl<B> Reclaim<B> {
     /// Wraps `inner`; the receiver gets it back if it goes unread.
-    pub fn new(inner: B) -> (Self, oneshot::Receiver<B>) {
+    pub(crate) fn new(inner: B) -> (Self, oneshot::Receiver<B>) {
         let (tx, rx) = oneshot::channel();
         let body = Self {
             inner: Some(inner),

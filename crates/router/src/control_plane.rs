@@ -43,15 +43,19 @@ pub async fn follow_control_plane(
                 // Any different revision is news, lower ones included: a
                 // server restored from an older backup counts from there.
                 if table.revision != routes.revision() {
-                    tracing::debug!(revision = table.revision, apps = table.apps.len(), "route table updated");
+                    tracing::debug!(
+                        revision = table.revision,
+                        apps = table.apps.len(),
+                        "route table updated"
+                    );
                     routes.update(table);
                 }
             }
             Err(e) => {
                 let pause = backoff.next();
-                // Log the first failure loudly and then only now and then, so
-                // a long outage does not flood the log.
-                if backoff.failures == 1 || backoff.failures % 20 == 0 {
+                // Log the 1st, 2nd, 4th, 8th… failure: loud at first, then
+                // rarer, so a long outage does not flood the log.
+                if backoff.failures.is_power_of_two() {
                     let revision = routes.revision();
                     if e.is_transient() {
                         tracing::warn!("route table: {e}; serving the last known routes (revision {revision}), retrying in {pause:?}");

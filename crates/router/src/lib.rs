@@ -14,20 +14,20 @@
 //! ```
 //!
 //! # Layout
-//! - [`server`]: [`run`], the accept loop and graceful drain.
-//! - `proxy`: the request path as named phases, with per-request state in
+//! - [`server`] — [`run`], the accept loop and graceful drain.
+//! - `proxy` — the request path as named phases, with per-request state in
 //!   one context.
-//! - `upstream`: the pooled client to backends and one send attempt.
-//! - [`table`]: [`Routes`], the compiled table and per-backend load.
-//! - `balance`: least-conn (power of two choices) and round robin.
-//! - `headers`: hop-by-hop stripping, `X-Forwarded-*`, `X-Request-Id`.
-//! - `static_files`: files from disk with ETag and conditional requests.
-//! - `access_log`: the Heroku-style line.
-//! - [`body`]: the response body type and the tracking wrappers.
-//! - [`error`]: [`ProxyError`], its source and whether retry is safe.
-//! - [`config`]: [`RouterConfig`].
-//! - [`control_plane`]: [`follow_control_plane`].
-//! - [`standalone`]: the TOML file mode.
+//! - `upstream` — the pooled client to backends and one send attempt.
+//! - [`table`] — [`Routes`], the compiled table and per-backend load.
+//! - `balance` — least-conn (power of two choices) and round robin.
+//! - `headers` — hop-by-hop stripping, `X-Forwarded-*`, `X-Request-Id`.
+//! - `static_files` — files from disk with ETag and conditional requests.
+//! - `access_log` — the Heroku-style line.
+//! - [`body`] — the response body type and the tracking wrappers.
+//! - [`error`] — [`ProxyError`], its source and whether retry is safe.
+//! - [`config`] — [`RouterConfig`].
+//! - [`control_plane`] — [`follow_control_plane`].
+//! - [`standalone`] — the TOML file mode.
 
 mod access_log;
 mod balance;

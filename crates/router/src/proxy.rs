@@ -28,7 +28,7 @@ use crate::access_log::Entry;
 use crate::balance;
 use crate::body::{Body, BoxError, Tracked};
 use crate::config::RouterConfig;
-use crate::error::ProxyError;
+use crate::error::{ErrorSource, ProxyError};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::static_files;
 use crate::table::{normalize_host, App, LoadGuard, Routes};
@@ -58,6 +58,7 @@ pub(crate) async fn handle(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    let started = Instant::now();
     let mut ctx = Ctx {
         peer,
         request_id: headers::request_id(req.headers()),
@@ -65,25 +66,10 @@ pub(crate) async fn handle(
         load: None,
     };
     let result = match route(&shared.routes, &req) {
-        Ok(app) => {
-            ctx.entry = Some(Entry {
-                app: app.name.clone(),
-                method: req.method().clone(),
-                path: req
-                    .uri()
-                    .path_and_query()
-                    .map_or("/", |pq| pq.as_str())
-                    .to_string(),
-                host: host_of(&req)
-                    .and_then(|h| h.to_str().ok().map(normalize_host))
-                    .unwrap_or_default(),
-                request_id: ctx.request_id.to_str().unwrap_or("-").to_string(),
-                backend: "-".to_string(),
-                status: http::StatusCode::OK,
-                client: peer.ip(),
-                started: Instant::now(),
-                error: None,
-            });
+        Ok((app, host)) => {
+            if shared.access_log.is_some() {
+                ctx.entry = Some(log_entry(&app, host, &req, &ctx, started));
+            }
             match serve_static(&app, &req, &mut ctx).await {
                 Some(result) => result,
                 None => forward(&shared, &app, req, &mut ctx).await,
@@ -92,24 +78,56 @@ pub(crate) async fn handle(
         Err(e) => Err(e),
     };
     let resp = result.unwrap_or_else(|e| {
+        let description = e.log_description();
+        match e.source_kind() {
+            // A router fault is the operator's business; the rest is the
+            // app's and goes to its log below.
+            ErrorSource::Internal => tracing::error!(request_id = ?ctx.request_id, "{description}"),
+            _ => tracing::debug!(request_id = ?ctx.request_id, "{description}"),
+        }
         if let Some(entry) = ctx.entry.as_mut() {
-            entry.error = Some(e.log_description());
+            entry.error = Some(description);
         }
         e.into_response(&shared.config.apps_domain)
     });
     finish(resp, ctx, shared.access_log.clone())
 }
 
-/// Phase 1: the app the request is for.
-fn route(routes: &Routes, req: &Request<Incoming>) -> Result<Arc<App>, ProxyError> {
+/// Phase 1: the app the request is for, and the normalised host.
+fn route(routes: &Routes, req: &Request<Incoming>) -> Result<(Arc<App>, String), ProxyError> {
     let host = host_of(req)
         .and_then(|h| h.to_str().ok().map(normalize_host))
         .ok_or(ProxyError::BadRequest("missing or invalid Host header"))?;
-    let table = routes.load();
-    table
-        .app(&host)
-        .cloned()
-        .ok_or(ProxyError::UnknownHost(host))
+    match routes.load().app(&host) {
+        Some(app) => Ok((Arc::clone(app), host)),
+        None => Err(ProxyError::UnknownHost(host)),
+    }
+}
+
+/// The access log entry, as far as it is known before any phase ran.
+fn log_entry(
+    app: &App,
+    host: String,
+    req: &Request<Incoming>,
+    ctx: &Ctx,
+    started: Instant,
+) -> Entry {
+    Entry {
+        app: app.name.clone(),
+        method: req.method().clone(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string(),
+        host,
+        request_id: ctx.request_id.to_str().unwrap_or("-").to_string(),
+        backend: "-".to_string(),
+        status: http::StatusCode::OK,
+        client: ctx.peer.ip(),
+        started,
+        error: None,
+    }
 }
 
 /// The host the client asked for: the Host header, or the authority of an
@@ -194,7 +212,8 @@ async fn attempt(
 
 /// Phase 4: what the backend sees of the request head.
 fn rewrite_request(parts: &mut Parts, ctx: &Ctx) {
-    // Captured before stripping; the Host header itself is preserved.
+    // The client's Host goes to the app unchanged (apps build URLs from it);
+    // an absolute-form request without one gets the authority it named.
     let host = host_of_parts(parts);
     headers::strip_hop_by_hop(&mut parts.headers);
     // The router already answered the expectation to the client (hyper sends
@@ -204,7 +223,12 @@ fn rewrite_request(parts: &mut Parts, ctx: &Ctx) {
     if let Some(h) = &host {
         parts.headers.insert(header::HOST, h.clone());
     }
-    headers::set_forwarded(&mut parts.headers, ctx.peer.ip(), host.as_ref(), &ctx.request_id);
+    headers::set_forwarded(
+        &mut parts.headers,
+        ctx.peer.ip(),
+        host.as_ref(),
+        &ctx.request_id,
+    );
 }
 
 fn host_of_parts(parts: &Parts) -> Option<HeaderValue> {

@@ -23,7 +23,9 @@ use crate::table::Routes;
 use crate::upstream;
 
 /// Serves HTTP/1.1 on `listener` with the live `routes` until `shutdown`
-/// completes, then drains (see the module docs) and returns.
+/// completes, then drains (see the module docs) and returns. Access lines go
+/// to `access_log` when given. Fails only if the listener is unusable;
+/// errors of single connections are logged and never end the loop.
 pub async fn run(
     listener: TcpListener,
     routes: Routes,
@@ -31,6 +33,7 @@ pub async fn run(
     access_log: Option<LogShipper>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    tracing::info!("router listening on http://{}", listener.local_addr()?);
     let drain_timeout = config.drain_timeout;
     let shared = Arc::new(Shared {
         routes,
@@ -52,7 +55,11 @@ pub async fn run(
                 Err(e) => accept_error(e).await,
             },
             // Reap finished connections so the set does not grow forever.
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(done) = conns.join_next(), if !conns.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!("connection task failed: {e}");
+                }
+            }
         }
     }
 
@@ -79,7 +86,11 @@ pub async fn run(
 /// Serves one client connection until it closes, or until the drain signal,
 /// after which the request under way (if any) is finished and the
 /// connection closed.
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, mut drain: watch::Receiver<bool>) {
+async fn serve_connection(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    mut drain: watch::Receiver<bool>,
+) {
     let Ok(peer) = stream.peer_addr() else { return };
     // Responses are written in a few large writes; Nagle would only delay
     // the last segment of each.

@@ -71,7 +71,10 @@ pub enum ConfigError {
         problems.len(),
         problems.join("\n  ")
     )]
-    Invalid { path: PathBuf, problems: Vec<String> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -134,7 +137,13 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
     let listen = match &raw.listen {
         None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
-            problem(l.span(), format!("listen {:?} is not an address like \"127.0.0.1:8080\"", l.get_ref()));
+            problem(
+                l.span(),
+                format!(
+                    "listen {:?} is not an address like \"127.0.0.1:8080\"",
+                    l.get_ref()
+                ),
+            );
             SocketAddr::from(([127, 0, 0, 1], 8080))
         }),
     };
@@ -161,10 +170,16 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
             problem(app.name.span(), e.to_string());
         }
         if let Some(first) = app_lines.insert(name.clone(), line) {
-            problem(app.name.span(), format!("app {name:?} is already defined on line {first}"));
+            problem(
+                app.name.span(),
+                format!("app {name:?} is already defined on line {first}"),
+            );
         }
         if app.hosts.is_empty() {
-            problem(app_span.clone(), format!("app {name:?} has no hosts: add e.g. hosts = [\"{name}.localhost\"]"));
+            problem(
+                app_span.clone(),
+                format!("app {name:?} has no hosts: add e.g. hosts = [\"{name}.localhost\"]"),
+            );
         }
         let mut hosts = Vec::new();
         for h in &app.hosts {
@@ -187,14 +202,20 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
                 Ok(addr) => backends.push(addr),
                 Err(_) => problem(
                     b.span(),
-                    format!("app {name:?}: backend {:?} is not an address like \"127.0.0.1:9000\"", b.get_ref()),
+                    format!(
+                        "app {name:?}: backend {:?} is not an address like \"127.0.0.1:9000\"",
+                        b.get_ref()
+                    ),
                 ),
             }
         }
         let static_files = match (&app.static_dir, &app.static_prefix) {
             (None, None) => None,
             (None, Some(p)) => {
-                problem(p.span(), format!("app {name:?}: static_prefix needs static_dir"));
+                problem(
+                    p.span(),
+                    format!("app {name:?}: static_prefix needs static_dir"),
+                );
                 None
             }
             (Some(dir), prefix) => {
@@ -205,7 +226,13 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
                 }
                 let dir_path = base.join(dir.get_ref());
                 if !dir_path.is_dir() {
-                    problem(dir.span(), format!("app {name:?}: static_dir {} is not a directory", dir_path.display()));
+                    problem(
+                        dir.span(),
+                        format!(
+                            "app {name:?}: static_dir {} is not a directory",
+                            dir_path.display()
+                        ),
+                    );
                 }
                 Some(StaticFiles {
                     url_prefix: url_prefix.to_string(),

@@ -47,8 +47,9 @@ pub(crate) async fn serve(
         return Err(ProxyError::NotFound);
     }
     // A symlink inside the directory must not publish a file outside it.
-    let (real, root) = tokio::try_join!(tokio::fs::canonicalize(&path), tokio::fs::canonicalize(dir))
-        .map_err(|_| ProxyError::NotFound)?;
+    let (real, root) =
+        tokio::try_join!(tokio::fs::canonicalize(&path), tokio::fs::canonicalize(dir))
+            .map_err(|_| ProxyError::NotFound)?;
     if !real.starts_with(&root) {
         return Err(ProxyError::NotFound);
     }
@@ -83,7 +84,10 @@ pub(crate) async fn serve(
         r
     };
     let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(CACHE_CONTROL));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_CONTROL),
+    );
     if let Ok(v) = HeaderValue::from_str(&validators.etag) {
         h.insert(header::ETAG, v);
     }
@@ -272,7 +276,10 @@ mod tests {
 
     #[test]
     fn types() {
-        assert_eq!(content_type(Path::new("a/b.CSS")), "text/css; charset=utf-8");
+        assert_eq!(
+            content_type(Path::new("a/b.CSS")),
+            "text/css; charset=utf-8"
+        );
         assert_eq!(content_type(Path::new("noext")), "application/octet-stream");
     }
 }

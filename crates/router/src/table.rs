@@ -1,7 +1,7 @@
 //! [`Routes`]: the live route table, swapped atomically on every update, and
 //! the per-backend state that must outlive a swap.
 //!
-//! A [`RouteTable`] from the control plane is compiled into a [`Table`]: a
+//! A [`RouteTable`] from the control plane is compiled into a `Table`: a
 //! host → app map with backends pre-parsed, so the request path does one hash
 //! lookup and no parsing. Readers never lock: they load an `Arc<Table>` from
 //! an `ArcSwap` and keep it for the whole request, so a swap in the middle of
@@ -244,10 +244,18 @@ mod tests {
         assert_eq!(routes.revision(), 2);
         let t2 = routes.load();
         let app2 = t2.app("hello.localhost").expect("app routed");
-        assert_eq!(app2.backends[0].current_load(), 2, "same addr keeps its load");
+        assert_eq!(
+            app2.backends[0].current_load(),
+            2,
+            "same addr keeps its load"
+        );
         assert_eq!(app2.backends[1].current_load(), 0);
         drop(_busy);
-        assert_eq!(app2.backends[0].current_load(), 1, "old guards settle the new counter");
+        assert_eq!(
+            app2.backends[0].current_load(),
+            1,
+            "old guards settle the new counter"
+        );
     }
 
     #[test]

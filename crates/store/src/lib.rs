@@ -94,6 +94,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes an app and everything it owns; `NotFound` if absent.
     async fn delete_app(&self, name: &str) -> Result<()>;
 
+    /// Sets instance counts for the given process types (others unchanged).
+    async fn set_formation(&self, app: &str, counts: &BTreeMap<String, u32>) -> Result<AppRecord>;
+
     /// Routes `domain` to `app`; `Conflict` if any app has it already.
     async fn add_domain(&self, app: &str, domain: &str) -> Result<()>;
     /// `NotFound` if `app` does not have `domain`.

@@ -373,6 +373,20 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn set_formation(&self, app: &str, counts: &BTreeMap<String, u32>) -> Result<AppRecord> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let mut rec = app_in_tx(&mut tx, app).await?;
+        rec.formation.extend(counts.iter().map(|(k, v)| (k.clone(), *v)));
+        sqlx::query("UPDATE apps SET formation = ? WHERE name = ?")
+            .bind(to_json(&rec.formation))
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
+        bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(rec)
+    }
+
     async fn add_domain(&self, app: &str, domain: &str) -> Result<()> {
         let (_w, mut tx) = self.begin_write().await?;
         app_in_tx(&mut tx, app).await?;

@@ -1,1 +1,9 @@
+//! Integration tests: the real `berth` binary, real uv builds, real
+//! gunicorn, real HTTP through the router. One test binary, so the suite
+//! links once; each test gets its own `berth up` in a temp dir.
 
+mod kit;
+
+mod deploy;
+mod errors;
+mod supervision;

@@ -2,6 +2,7 @@ use std::io::Write;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use std::os::unix::fs::PermissionsExt;
 use tar::{EntryType, Header};
 
 use super::*;
@@ -42,7 +43,8 @@ fn link<'a>(kind: EntryType, name: &'a str, target: &'a str) -> E<'a> {
     }
 }
 
-/// Writes a gzipped tar of `entries` and unpacks it into `<tmp>/dest`.
+/// Writes a gzipped tar of `entries` (directories read-only, as some tools
+/// archive them) and unpacks it into `<tmp>/dest`.
 fn unpack_entries(entries: &[E<'_>]) -> (tempfile::TempDir, Result<(), BuildError>) {
     let tmp = tempfile::tempdir().unwrap();
     let mut builder = tar::Builder::new(Vec::new());
@@ -51,7 +53,7 @@ fn unpack_entries(entries: &[E<'_>]) -> (tempfile::TempDir, Result<(), BuildErro
         h.as_old_mut().name[..e.name.len()].copy_from_slice(e.name.as_bytes());
         h.set_entry_type(e.kind);
         h.set_mode(if e.kind == EntryType::Directory {
-            0o755
+            0o555
         } else {
             0o644
         });
@@ -114,6 +116,12 @@ fn unpacks_files_directories_and_inside_links() {
     assert_eq!(
         fs::read_to_string(dest.join("hard.py")).unwrap(),
         "print(1)\n"
+    );
+    let mode = fs::metadata(dest.join("pkg")).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o700,
+        0o700,
+        "directories stay writable for the build"
     );
 }
 

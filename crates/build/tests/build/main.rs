@@ -211,3 +211,15 @@ async fn pyproject_apps_build_with_and_without_a_lock() {
     assert!(artifact.stack.ends_with("uv.lock"), "{}", artifact.stack);
     assert_eq!(venv_python(artifact, "import flask; print('ok')"), "ok");
 }
+
+#[tokio::test]
+async fn missing_uv_is_reported_as_a_node_problem() {
+    let mut kit = Kit::new();
+    kit.opts.uv = kit.dir.path().join("no-such-uv");
+    let error = kit.build("nouv", FLASK_APP).await.error();
+    assert!(error.starts_with("could not start no-such-uv: "), "{error}");
+    assert!(
+        error.ends_with("check that it is installed on the node"),
+        "{error}"
+    );
+}

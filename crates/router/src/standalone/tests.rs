@@ -82,8 +82,16 @@ static_prefix = "static"
 #[test]
 fn unknown_fields_and_syntax_errors_name_the_line() {
     for (text, line, what) in [
-        ("listen = \"127.0.0.1:1\"\n[[apps]]\nname = \"a1\"\nhost = [\"x\"]\n", 4, "unknown field `host`"),
-        ("[[apps]]\nname = \"ab\"\nbalance = \"fastest\"\n", 3, "fastest"),
+        (
+            "listen = \"127.0.0.1:1\"\n[[apps]]\nname = \"a1\"\nhost = [\"x\"]\n",
+            4,
+            "unknown field `host`",
+        ),
+        (
+            "[[apps]]\nname = \"ab\"\nbalance = \"fastest\"\n",
+            3,
+            "fastest",
+        ),
         ("listen = \n", 1, ""),
     ] {
         match parse(text, Path::new("/")) {
@@ -105,7 +113,10 @@ fn load_reports_the_path() {
     let err = load(&path).expect_err("bad name");
     let msg = err.to_string();
     assert!(msg.contains("router.toml"), "{msg}");
-    assert!(msg.contains("1 problem(s)") && msg.contains("line 2:"), "{msg}");
+    assert!(
+        msg.contains("1 problem(s)") && msg.contains("line 2:"),
+        "{msg}"
+    );
 
     let missing = load(&dir.path().join("nope.toml")).expect_err("missing");
     assert!(matches!(missing, ConfigError::Read { .. }));
@@ -131,7 +142,8 @@ fn relative_static_dir_is_next_to_the_file() {
 async fn an_invalid_file_keeps_the_last_good_table() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("router.toml");
-    let good = "[[apps]]\nname = \"one\"\nhosts = [\"one.localhost\"]\nbackends = [\"127.0.0.1:1\"]\n";
+    let good =
+        "[[apps]]\nname = \"one\"\nhosts = [\"one.localhost\"]\nbackends = [\"127.0.0.1:1\"]\n";
     std::fs::write(&path, good).expect("write");
     let routes = Routes::new();
     let mut w = FileWatcher::new(path.clone());
@@ -140,12 +152,18 @@ async fn an_invalid_file_keeps_the_last_good_table() {
     assert_eq!(routes.revision(), 1);
     assert!(matches!(w.check(&routes).await, Checked::Unchanged));
 
-    std::fs::write(&path, "[[apps]]\nname = \"one\"\nhosts = [\"one.localhost\"]\nbackends = [\"nope\"]\n")
-        .expect("write");
+    std::fs::write(
+        &path,
+        "[[apps]]\nname = \"one\"\nhosts = [\"one.localhost\"]\nbackends = [\"nope\"]\n",
+    )
+    .expect("write");
     assert!(matches!(w.check(&routes).await, Checked::Invalid));
     assert_eq!(routes.revision(), 1, "table untouched");
     assert!(routes.load().app("one.localhost").is_some());
-    assert!(matches!(w.check(&routes).await, Checked::Unchanged), "an invalid file is reported once");
+    assert!(
+        matches!(w.check(&routes).await, Checked::Unchanged),
+        "an invalid file is reported once"
+    );
 
     std::fs::remove_file(&path).expect("rm");
     assert!(matches!(w.check(&routes).await, Checked::Invalid));

@@ -8,7 +8,12 @@ use crate::util::*;
 async fn least_conn_spreads_outstanding_requests() {
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
-    let router = Router::start(table(vec![app("one", &["one.localhost"], &[a.addr, b.addr])])).await;
+    let router = Router::start(table(vec![app(
+        "one",
+        &["one.localhost"],
+        &[a.addr, b.addr],
+    )]))
+    .await;
     let client = http_client();
 
     // Ten slow requests, each started only once the previous one is held by
@@ -19,7 +24,10 @@ async fn least_conn_spreads_outstanding_requests() {
             .get(format!("http://{}/slow", router.addr))
             .header("host", "one.localhost");
         pending.push(tokio::spawn(req.send()));
-        eventually("the request to arrive", || async { a.arrived() + b.arrived() == i }).await;
+        eventually("the request to arrive", || async {
+            a.arrived() + b.arrived() == i
+        })
+        .await;
     }
     assert_eq!((a.arrived(), b.arrived()), (5, 5));
 
@@ -40,16 +48,31 @@ async fn round_robin_alternates() {
     let router = Router::start(table(vec![route])).await;
     let mut seen = Vec::new();
     for _ in 0..4 {
-        seen.push(router.get("one.localhost", "/").await.text().await.expect("body"));
+        seen.push(
+            router
+                .get("one.localhost", "/")
+                .await
+                .text()
+                .await
+                .expect("body"),
+        );
     }
-    assert!(seen == ["a", "b", "a", "b"] || seen == ["b", "a", "b", "a"], "{seen:?}");
+    assert!(
+        seen == ["a", "b", "a", "b"] || seen == ["b", "a", "b", "a"],
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_get_is_retried_on_another_backend_when_connect_fails() {
     let live = Backend::start("live").await;
     let dead = closed_port().await;
-    let router = Router::start(table(vec![app("one", &["one.localhost"], &[dead, live.addr])])).await;
+    let router = Router::start(table(vec![app(
+        "one",
+        &["one.localhost"],
+        &[dead, live.addr],
+    )]))
+    .await;
 
     let mut errors = 0;
     for _ in 0..50 {
@@ -81,7 +104,11 @@ async fn a_post_is_never_retried() {
         statuses.push(r.status().as_u16());
     }
     statuses.sort_unstable();
-    assert_eq!(statuses, [200, 200, 502, 502], "round robin hits the dead backend every other time");
+    assert_eq!(
+        statuses,
+        [200, 200, 502, 502],
+        "round robin hits the dead backend every other time"
+    );
     assert_eq!(live.hits(), 2);
 }
 
@@ -92,14 +119,21 @@ async fn a_single_dead_backend_is_502_and_a_hung_one_504() {
     let r = router.get("one.localhost", "/").await;
     assert_eq!(r.status(), 502);
     let page = r.text().await.expect("body");
-    assert!(!page.contains(&dead.to_string()), "the page names no backend: {page}");
+    assert!(
+        !page.contains(&dead.to_string()),
+        "the page names no backend: {page}"
+    );
 
     let slow = Backend::start("slow").await;
     let config = berth_router::RouterConfig {
         upstream_timeout: std::time::Duration::from_millis(200),
         ..Default::default()
     };
-    let router = Router::start_with(config, table(vec![app("one", &["one.localhost"], &[slow.addr])])).await;
+    let router = Router::start_with(
+        config,
+        table(vec![app("one", &["one.localhost"], &[slow.addr])]),
+    )
+    .await;
     let r = router.get("one.localhost", "/slow").await;
     assert_eq!(r.status(), 504);
     slow.gate.add_permits(1);

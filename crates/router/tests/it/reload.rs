@@ -31,7 +31,12 @@ async fn swapping_backends_under_load_loses_no_request() {
         clients.push(tokio::spawn(async move {
             let mut failures = Vec::new();
             while !done.load(Ordering::SeqCst) {
-                match client.get(&url).header("host", "one.localhost").send().await {
+                match client
+                    .get(&url)
+                    .header("host", "one.localhost")
+                    .send()
+                    .await
+                {
                     Ok(r) if r.status() == 200 => {
                         ok.fetch_add(1, Ordering::SeqCst);
                     }
@@ -43,14 +48,24 @@ async fn swapping_backends_under_load_loses_no_request() {
         }));
     }
 
-    let sets = [vec![a.addr], vec![b.addr], vec![a.addr, b.addr], vec![b.addr, a.addr]];
+    let sets = [
+        vec![a.addr],
+        vec![b.addr],
+        vec![a.addr, b.addr],
+        vec![b.addr, a.addr],
+    ];
     for i in 0..100 {
-        router
-            .routes
-            .update(table(vec![app("one", &["one.localhost"], &sets[i % sets.len()])]));
+        router.routes.update(table(vec![app(
+            "one",
+            &["one.localhost"],
+            &sets[i % sets.len()],
+        )]));
         // Let some traffic through on each table before the next swap.
         let seen = ok.load(Ordering::SeqCst);
-        eventually("a request on the new table", || async { ok.load(Ordering::SeqCst) > seen }).await;
+        eventually("a request on the new table", || async {
+            ok.load(Ordering::SeqCst) > seen
+        })
+        .await;
     }
     done.store(true, Ordering::SeqCst);
     for c in clients {
@@ -67,32 +82,53 @@ async fn the_config_file_is_hot_reloaded_and_a_bad_one_ignored() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("router.toml");
     let config = |addr: std::net::SocketAddr| {
-        format!("[[apps]]\nname = \"site\"\nhosts = [\"site.localhost\"]\nbackends = [\"{addr}\"]\n")
+        format!(
+            "[[apps]]\nname = \"site\"\nhosts = [\"site.localhost\"]\nbackends = [\"{addr}\"]\n"
+        )
     };
     std::fs::write(&path, config(a.addr)).expect("write");
 
     let router = Router::start(table(vec![])).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let watcher = tokio::spawn(standalone::watch_file(path.clone(), router.routes.clone(), async {
-        let _ = stopped.await;
-    }));
+    let watcher = tokio::spawn(standalone::watch_file(
+        path.clone(),
+        router.routes.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
-    eventually("the first load", || async { router.text("site.localhost", "/").await == "a" }).await;
+    eventually("the first load", || async {
+        router.text("site.localhost", "/").await == "a"
+    })
+    .await;
 
     // Another backend, and a different length so the change is seen even on
     // filesystems with coarse modification times.
     std::fs::write(&path, format!("# now b\n{}", config(b.addr))).expect("write");
-    eventually("the reload", || async { router.text("site.localhost", "/").await == "b" }).await;
+    eventually("the reload", || async {
+        router.text("site.localhost", "/").await == "b"
+    })
+    .await;
     let revision = router.routes.revision();
 
-    std::fs::write(&path, "[[apps]]\nname = \"site\"\nhosts = [\"site.localhost\"]\nbackends = [\"nowhere\"]\n")
-        .expect("write");
-    // The invalid file must never take effect: keep serving b while a valid
-    // file, written after it, is picked up.
-    for _ in 0..20 {
+    std::fs::write(
+        &path,
+        "[[apps]]\nname = \"site\"\nhosts = [\"site.localhost\"]\nbackends = [\"nowhere\"]\n",
+    )
+    .expect("write");
+    // The invalid file must never take effect. That is a claim about a span
+    // of time, so it is checked over one: for longer than two polls of the
+    // watcher (500 ms each), every request must still reach b.
+    let window = tokio::time::Instant::now() + std::time::Duration::from_millis(1200);
+    while tokio::time::Instant::now() < window {
         assert_eq!(router.text("site.localhost", "/").await, "b");
     }
-    std::fs::write(&path, format!("# back to a, the long way\n{}", config(a.addr))).expect("write");
+    std::fs::write(
+        &path,
+        format!("# back to a, the long way\n{}", config(a.addr)),
+    )
+    .expect("write");
     eventually("the reload after the invalid file", || async {
         let got = router.text("site.localhost", "/").await;
         assert!(got == "a" || got == "b", "served {got:?}");
@@ -119,7 +155,9 @@ async fn fake_control_plane(table: berth_model::RouteTable, failures: usize) -> 
                 let svc = service_fn(move |_req| {
                     let n = calls.fetch_add(1, Ordering::SeqCst);
                     let resp = if n < failures {
-                        Response::builder().status(500).body(Full::new(Bytes::from("{\"error\":\"down\"}")))
+                        Response::builder()
+                            .status(500)
+                            .body(Full::new(Bytes::from("{\"error\":\"down\"}")))
                     } else {
                         Response::builder()
                             .header("content-type", "application/json")
@@ -146,11 +184,26 @@ async fn routes_follow_the_control_plane_through_its_failures() {
     let client = berth_client::Client::new(&url, None).expect("client");
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let follower = tokio::spawn(berth_router::follow_control_plane(client, router.routes.clone(), async {
-        let _ = stopped.await;
-    }));
-    eventually("the table from the server", || async { router.routes.revision() == 1_000_000 }).await;
-    assert_eq!(router.get("one.localhost", "/").await.text().await.expect("body"), "a");
+    let follower = tokio::spawn(berth_router::follow_control_plane(
+        client,
+        router.routes.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    eventually("the table from the server", || async {
+        router.routes.revision() == 1_000_000
+    })
+    .await;
+    assert_eq!(
+        router
+            .get("one.localhost", "/")
+            .await
+            .text()
+            .await
+            .expect("body"),
+        "a"
+    );
 
     let _ = stop.send(());
     tokio::time::timeout(DEADLINE, follower)
@@ -167,13 +220,20 @@ async fn an_unreachable_control_plane_leaves_the_routes_alone() {
     let dead = closed_port().await;
     let client = berth_client::Client::new(&format!("http://{dead}"), None).expect("client");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let follower = tokio::spawn(berth_router::follow_control_plane(client, router.routes.clone(), async {
-        let _ = stopped.await;
-    }));
+    let follower = tokio::spawn(berth_router::follow_control_plane(
+        client,
+        router.routes.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     for _ in 0..20 {
         assert_eq!(router.get("one.localhost", "/").await.status(), 200);
     }
     assert_eq!(router.routes.revision(), revision);
     let _ = stop.send(());
-    tokio::time::timeout(DEADLINE, follower).await.expect("stops").expect("task");
+    tokio::time::timeout(DEADLINE, follower)
+        .await
+        .expect("stops")
+        .expect("task");
 }

@@ -19,14 +19,26 @@ async fn shutdown_lets_an_in_flight_request_finish() {
             .header("host", "one.localhost")
             .send(),
     );
-    eventually("the request at the backend", || async { slow.arrived() == 1 }).await;
+    eventually("the request at the backend", || async {
+        slow.arrived() == 1
+    })
+    .await;
 
     router.shutdown();
-    eventually("new connections refused", || async { TcpStream::connect(addr).await.is_err() }).await;
-    assert!(!router.task.is_finished(), "run waits for the request in flight");
+    eventually("new connections refused", || async {
+        TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    assert!(
+        !router.task.is_finished(),
+        "run waits for the request in flight"
+    );
 
     slow.gate.add_permits(1);
-    let r = in_flight.await.expect("task").expect("the request completes");
+    let r = in_flight
+        .await
+        .expect("task")
+        .expect("the request completes");
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.expect("body"), "slow");
     tokio::time::timeout(DEADLINE, &mut router.task)
@@ -43,8 +55,11 @@ async fn shutdown_gives_up_after_the_drain_timeout() {
         drain_timeout: Duration::from_millis(200),
         ..Default::default()
     };
-    let mut router =
-        Router::start_with(config, table(vec![app("one", &["one.localhost"], &[slow.addr])])).await;
+    let mut router = Router::start_with(
+        config,
+        table(vec![app("one", &["one.localhost"], &[slow.addr])]),
+    )
+    .await;
     let addr = router.addr;
     let stuck = tokio::spawn(
         http_client()
@@ -52,7 +67,10 @@ async fn shutdown_gives_up_after_the_drain_timeout() {
             .header("host", "one.localhost")
             .send(),
     );
-    eventually("the request at the backend", || async { slow.arrived() == 1 }).await;
+    eventually("the request at the backend", || async {
+        slow.arrived() == 1
+    })
+    .await;
 
     router.shutdown();
     tokio::time::timeout(DEADLINE, &mut router.task)
@@ -60,5 +78,8 @@ async fn shutdown_gives_up_after_the_drain_timeout() {
         .expect("run returns despite the stuck request")
         .expect("task")
         .expect("run ok");
-    assert!(stuck.await.expect("task").is_err(), "the stuck request was cut");
+    assert!(
+        stuck.await.expect("task").is_err(),
+        "the stuck request was cut"
+    );
 }

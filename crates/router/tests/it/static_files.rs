@@ -54,7 +54,11 @@ async fn files_are_served_with_validators_and_304s() {
 
     let r = s
         .router
-        .request(reqwest::Method::HEAD, "one.localhost", "/static/css/app.css")
+        .request(
+            reqwest::Method::HEAD,
+            "one.localhost",
+            "/static/css/app.css",
+        )
         .send()
         .await
         .expect("answer");
@@ -89,14 +93,22 @@ async fn traversal_missing_files_and_directories_are_404() {
         assert!(status == 404 || status == 400, "{path}: {answer}");
         assert!(!answer.contains("TOP SECRET"), "{path}");
     }
-    assert_eq!(s.app.hits(), 0, "a missing static file does not fall back to the app");
+    assert_eq!(
+        s.app.hits(),
+        0,
+        "a missing static file does not fall back to the app"
+    );
 
     // Outside the prefix, and non-GET methods, go to the app.
     let r = s.router.get("one.localhost", "/other").await;
     assert_eq!(r.text().await.expect("body"), "app");
     let r = s
         .router
-        .request(reqwest::Method::POST, "one.localhost", "/static/css/app.css")
+        .request(
+            reqwest::Method::POST,
+            "one.localhost",
+            "/static/css/app.css",
+        )
         .send()
         .await
         .expect("answer");

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use berth_client::logs::LogShipper;
 use berth_model::{AppRoute, Backend as RouteBackend, Balance, NewLogLine, RouteTable};
-use berth_router::{Routes, RouterConfig};
+use berth_router::{RouterConfig, Routes};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::combinators::BoxBody;
@@ -57,6 +57,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// Requests received.
     pub hits: Arc<AtomicUsize>,
+    /// TCP connections accepted.
+    pub conns: Arc<AtomicUsize>,
     /// `/slow` requests waiting at the gate or let through.
     pub arrived: Arc<AtomicUsize>,
     /// Permits let `/slow` requests finish.
@@ -71,6 +73,8 @@ impl Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
+        let conns = Arc::new(AtomicUsize::new(0));
+        let accepted = conns.clone();
         let arrived = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new(Semaphore::new(0));
         let (stop, mut stopped) = oneshot::channel::<()>();
@@ -81,6 +85,7 @@ impl Backend {
                     _ = &mut stopped => return,
                     r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let (hits, arrived, gate) = state.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
@@ -99,6 +104,7 @@ impl Backend {
         Self {
             addr,
             hits,
+            conns,
             arrived,
             gate,
             _stop: stop,
@@ -247,7 +253,12 @@ impl Router {
     }
 
     /// A request builder aimed at the router with `Host: host`.
-    pub fn request(&self, method: reqwest::Method, host: &str, path: &str) -> reqwest::RequestBuilder {
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        host: &str,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
         self.client
             .request(method, format!("http://{}{}", self.addr, path))
             .header("host", host)

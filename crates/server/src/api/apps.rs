@@ -10,7 +10,7 @@ use berth_store::AppRecord;
 use super::{log, require_app};
 use crate::error::ApiResult;
 use crate::scheduler::app_host;
-use crate::Ctx;
+use crate::{ApiErr, Ctx};
 
 /// The URL an app is served on: the router's URL with the app's host.
 fn app_url(ctx: &Ctx, name: &str) -> String {
@@ -100,4 +100,49 @@ pub async fn instances(
 ) -> ApiResult<Json<Vec<Instance>>> {
     require_app(&ctx, &app).await?;
     Ok(Json(ctx.store.instances(Some(&app)).await?))
+}
+
+/// Highest instance count per process type on one request; a typo such as
+/// `web=1000` should not fork-bomb the node.
+const MAX_INSTANCES: u32 = 100;
+
+pub async fn scale(
+    State(ctx): State<Ctx>,
+    Path(app): Path<String>,
+    Json(counts): Json<std::collections::BTreeMap<String, u32>>,
+) -> ApiResult<Json<App>> {
+    let rec = require_app(&ctx, &app).await?;
+    if counts.is_empty() {
+        return Err(ApiErr::bad_request("say what to scale, e.g. `berth scale web=2`"));
+    }
+    let version = rec.current_release.ok_or_else(|| {
+        ApiErr::bad_request(format!("{app} has no release yet: deploy it before scaling"))
+    })?;
+    let release = ctx.store.release(&app, version).await?;
+    let build = match release {
+        Some(r) => ctx.store.build(&r.build_id).await?,
+        None => None,
+    };
+    let types: Vec<String> = build
+        .and_then(|b| b.build.artifact)
+        .map(|a| a.processes.into_keys().collect())
+        .unwrap_or_default();
+    for (process_type, count) in &counts {
+        if !types.contains(process_type) {
+            return Err(ApiErr::bad_request(format!(
+                "{app} has no process type {process_type:?}; v{version}'s Procfile defines: {}",
+                types.join(", ")
+            )));
+        }
+        if *count > MAX_INSTANCES {
+            return Err(ApiErr::bad_request(format!(
+                "{process_type}={count} is more than {MAX_INSTANCES} instances"
+            )));
+        }
+    }
+    let rec = ctx.store.set_formation(&app, &counts).await?;
+    ctx.watchers.changed().await;
+    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    log(&ctx, &app, None, format!("Scaled to {}", summary.join(" "))).await;
+    Ok(Json(to_app(&ctx, rec)))
 }

@@ -24,6 +24,7 @@ pub fn routes(ctx: Ctx) -> Router {
             axum::routing::delete(apps::remove_domain),
         )
         .route("/apps/{app}/instances", get(apps::instances))
+        .route("/apps/{app}/formation", post(apps::scale))
         .route("/apps/{app}/builds", post(builds::upload))
         .route("/apps/{app}/builds/{id}", get(builds::show))
         .route("/builds/{id}/source", get(builds::source))

@@ -1,0 +1,228 @@
+//! The test kit: `Berth::up()` starts a real `berth up` on free ports in a
+//! temp dir with its own HOME; helpers run CLI commands against it and send
+//! HTTP requests through its router.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// The binary under test, built once by cargo for the whole suite.
+pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+/// The uv cache shared by every test's builds, so wheels download once per
+/// machine (CI points BERTH_TEST_UV_CACHE at a cached directory).
+pub fn uv_cache() -> PathBuf {
+    std::env::var_os("BERTH_TEST_UV_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("berth-test-uv-cache"))
+}
+
+/// The repository's `examples/` folder.
+pub fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name)
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Copies a folder (for fixtures derived from an example).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A running `berth up`.
+pub struct Berth {
+    pub dir: TempDir,
+    pub router_port: u16,
+    child: Child,
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Berth {
+    /// Starts `berth up` with default settings.
+    pub fn up() -> Self {
+        Self::up_with(&[])
+    }
+
+    /// Starts `berth up` with extra flags.
+    pub fn up_with(extra: &[&str]) -> Self {
+        let dir = tempfile::Builder::new().prefix("berth-test-").tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
+        let child = Command::new(BERTH)
+            .arg("up")
+            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+            .args(["--api-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(["--stop-grace", "5"])
+            .args(extra)
+            .env("HOME", dir.path().join("home"))
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("BERTH_URL")
+            .env_remove("BERTH_TOKEN")
+            .env("BERTH_UV_CACHE_DIR", uv_cache())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start berth up");
+        let mut berth = Self {
+            dir,
+            router_port: 0,
+            child,
+        };
+        let log_path = berth.dir.path().join("up.log");
+        berth.router_port = wait_for("berth up to start", Duration::from_secs(30), || {
+            let text = std::fs::read_to_string(&log_path).ok()?;
+            let line = text.lines().find(|l| l.trim_start().starts_with("apps:"))?;
+            let port = line.split("localhost:").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?;
+            port.parse().ok()
+        });
+        berth
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default()
+    }
+
+    /// A `berth` command with this Berth's HOME (and so its CLI config).
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(BERTH);
+        c.env("HOME", self.dir.path().join("home"))
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("BERTH_URL")
+            .env_remove("BERTH_TOKEN")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "`berth {}` failed:\n{}\n{}\n--- berth up log:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a CLI command that must fail; returns stdout + stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "`berth {}` should have failed:\n{text}", args.join(" "));
+        text
+    }
+
+    /// `ok` and parse stdout as JSON.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    /// Creates an app and deploys `dir` to it.
+    pub fn create_and_deploy(&self, app: &str, dir: &Path) -> String {
+        self.ok(&["apps", "create", app]);
+        self.ok(&["deploy", dir.to_str().unwrap(), "--app", app])
+    }
+
+    /// Sends a request through the router with the given Host.
+    pub fn request(&self, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let client = http_client();
+        let mut req = client
+            .request(
+                method.parse().unwrap(),
+                format!("http://127.0.0.1:{}{path}", self.router_port),
+            )
+            .header("host", host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().unwrap_or_else(|e| panic!("{method} {host}{path}: {e}"));
+        Answer {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.text().unwrap_or_default(),
+        }
+    }
+
+    pub fn get(&self, host: &str, path: &str) -> Answer {
+        self.request("GET", host, path, &[])
+    }
+
+    /// The instances of an app, from `berth ps --json`.
+    pub fn instances(&self, app: &str) -> Vec<serde_json::Value> {
+        self.json(&["ps", "--app", app, "--json"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn http_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        // SIGTERM: berth stops its app processes before it exits.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
