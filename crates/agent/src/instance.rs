@@ -118,8 +118,7 @@ impl Life {
             self.state.addr = None;
             self.state.restarts += 1;
             self.state.last_exit = Some(exit.clone());
-            self.state.next_restart_at =
-                Some(berth_model::now_millis() + delay.as_millis() as i64);
+            self.state.next_restart_at = Some(berth_model::now_millis() + delay.as_millis() as i64);
             self.publish();
             self.event(format!(
                 "process {exit}; restarting in {:.1}s (restart {})",
@@ -182,7 +181,11 @@ impl Life {
                 if let Some(pid) = pid {
                     spawn::signal_group(pid, Signal::SIGKILL)
                 }
-                Some(status.map(spawn::describe_exit).unwrap_or_else(|e| e.to_string()))
+                Some(
+                    status
+                        .map(spawn::describe_exit)
+                        .unwrap_or_else(|e| e.to_string()),
+                )
             }
             None => {
                 self.stop(child).await;
@@ -225,7 +228,9 @@ impl Life {
                     if let Some(pid) = pid {
                         spawn::signal_group(pid, Signal::SIGKILL)
                     }
-                    let how = status.map(spawn::describe_exit).unwrap_or_else(|e| e.to_string());
+                    let how = status
+                        .map(spawn::describe_exit)
+                        .unwrap_or_else(|e| e.to_string());
                     return Ready::Ended(Some(how));
                 }
                 Some(None) => {
@@ -254,7 +259,9 @@ impl Life {
         };
         spawn::signal_group(pid, Signal::SIGTERM);
         let status = match tokio::time::timeout(self.config.stop_grace, child.wait()).await {
-            Ok(status) => status.map(spawn::describe_exit).unwrap_or_else(|e| e.to_string()),
+            Ok(status) => status
+                .map(spawn::describe_exit)
+                .unwrap_or_else(|e| e.to_string()),
             Err(_) => {
                 spawn::signal_group(pid, Signal::SIGKILL);
                 let _ = child.wait().await;

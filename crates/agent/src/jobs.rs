@@ -68,7 +68,11 @@ impl Jobs {
     }
 
     async fn build(&self, job: BuildJob) {
-        match self.client.claim_build(&job.build_id, &self.config.node).await {
+        match self
+            .client
+            .claim_build(&job.build_id, &self.config.node)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => return, // another node took it
             Err(e) => {
@@ -121,9 +125,11 @@ impl Jobs {
         tokio::fs::write(&archive, &source)
             .await
             .map_err(|e| format!("cannot write {}: {e}", archive.display()))?;
-        let cache = self.config.uv_cache_dir.clone().unwrap_or_else(|| {
-            self.config.data_dir.join("cache").join(&job.app).join("uv")
-        });
+        let cache = self
+            .config
+            .uv_cache_dir
+            .clone()
+            .unwrap_or_else(|| self.config.data_dir.join("cache").join(&job.app).join("uv"));
         let mut opts = BuildOptions::new(self.config.uv.clone(), cache);
         opts.env = job.env.clone();
         let sink = |line: &str| self.log(&job.app, "build", &job.build_id, line);
@@ -143,7 +149,11 @@ impl Jobs {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
-                tracing::warn!("agent: cannot claim release v{} of {}: {e}", job.release, job.app);
+                tracing::warn!(
+                    "agent: cannot claim release v{} of {}: {e}",
+                    job.release,
+                    job.app
+                );
                 return;
             }
         }

@@ -124,9 +124,7 @@ pub async fn run(
     let _ = supervisor.await;
     let _ = reporter.await;
     // Say goodbye with the (now empty) actual state so routers drop us at once.
-    let _ = client
-        .report(&config.node, &actual.report())
-        .await;
+    let _ = client.report(&config.node, &actual.report()).await;
     logs.flush().await;
     Ok(())
 }

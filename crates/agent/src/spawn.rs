@@ -44,7 +44,10 @@ pub fn spawn(spec: &ProcessSpec<'_>) -> std::io::Result<Child> {
         .current_dir(spec.dir)
         .env_clear()
         .envs(spec.env)
-        .env("PATH", format!("{}:{SYSTEM_PATH}", venv.join("bin").display()))
+        .env(
+            "PATH",
+            format!("{}:{SYSTEM_PATH}", venv.join("bin").display()),
+        )
         .env("VIRTUAL_ENV", &venv)
         // Each app its own HOME: tools keep state there (gunicorn's control
         // socket, pip caches) and apps must not see each other's.
@@ -89,7 +92,10 @@ pub fn forward_output(
         scope: scope.clone(),
         line,
     };
-    let (a, b) = (pipe(out, line.clone(), logs.clone()), pipe(err, line, logs.clone()));
+    let (a, b) = (
+        pipe(out, line.clone(), logs.clone()),
+        pipe(err, line, logs.clone()),
+    );
     tokio::spawn(async move {
         let (mut a, b) = (a.await.unwrap_or_default(), b.await.unwrap_or_default());
         a.extend(b);

@@ -96,7 +96,9 @@ fn reconcile(
         (!up, std::cmp::Reverse(k.release), k.index)
     });
     for (key, handle) in old {
-        let up = actual.get(key).is_some_and(|i| i.state == InstanceState::Up);
+        let up = actual
+            .get(key)
+            .is_some_and(|i| i.state == InstanceState::Up);
         let slot = room
             .entry((key.app.clone(), key.process_type.clone()))
             .or_default();

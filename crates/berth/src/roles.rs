@@ -119,7 +119,8 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(d).join("berth"));
     }
-    let home = std::env::var_os("HOME").context("neither --data-dir, BERTH_DATA_DIR nor HOME is set")?;
+    let home =
+        std::env::var_os("HOME").context("neither --data-dir, BERTH_DATA_DIR nor HOME is set")?;
     Ok(PathBuf::from(home).join(".local/share/berth"))
 }
 
@@ -128,7 +129,8 @@ fn data_dir(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         Some(d) => d,
         None => default_data_dir()?,
     };
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
     dir.canonicalize()
         .with_context(|| format!("cannot resolve the data dir {}", dir.display()))
 }
@@ -236,7 +238,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let server = tokio::spawn(berth_server::run(
         api,
         Arc::new(store),
-        server_config(&args.control, &data_dir, token.clone(), Some(router_url.clone())),
+        server_config(
+            &args.control,
+            &data_dir,
+            token.clone(),
+            Some(router_url.clone()),
+        ),
         server_stop.wait(),
     ));
 
@@ -269,7 +276,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("Berth is up.");
     println!("  data:   {}", data_dir.display());
     println!("  API:    {api_url}");
-    println!("  apps:   {router_url} (as http://APP.{}:PORT/)", args.control.apps_domain);
+    println!(
+        "  apps:   {router_url} (as http://APP.{}:PORT/)",
+        args.control.apps_domain
+    );
     if let Some(p) = &config_path {
         println!("  CLI config (URL and admin token): {}", p.display());
     }
@@ -314,7 +324,11 @@ fn remote_client(url: Option<String>, token: Option<String>) -> anyhow::Result<C
     settings.client()
 }
 
-pub async fn agent(args: AgentArgs, url: Option<String>, token: Option<String>) -> anyhow::Result<()> {
+pub async fn agent(
+    args: AgentArgs,
+    url: Option<String>,
+    token: Option<String>,
+) -> anyhow::Result<()> {
     let client = remote_client(url, token)?;
     let data_dir = data_dir(args.data_dir)?;
     let shutdown = Shutdown::new();
@@ -341,7 +355,11 @@ pub fn router_threads(args: &RouterArgs) -> Option<usize> {
     berth_router::standalone::load(path).ok().map(|c| c.threads)
 }
 
-pub async fn router(args: RouterArgs, url: Option<String>, token: Option<String>) -> anyhow::Result<()> {
+pub async fn router(
+    args: RouterArgs,
+    url: Option<String>,
+    token: Option<String>,
+) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let routes = berth_router::Routes::new();
@@ -355,7 +373,10 @@ pub async fn router(args: RouterArgs, url: Option<String>, token: Option<String>
                 routes.clone(),
                 shutdown.wait(),
             ));
-            (bind(config.listen, "router", "`listen` in the config file").await?, None)
+            (
+                bind(config.listen, "router", "`listen` in the config file").await?,
+                None,
+            )
         }
         None => {
             let client = remote_client(url, token)?;
@@ -370,7 +391,10 @@ pub async fn router(args: RouterArgs, url: Option<String>, token: Option<String>
             )
         }
     };
-    println!("Berth router listening on http://{}", listener.local_addr()?);
+    println!(
+        "Berth router listening on http://{}",
+        listener.local_addr()?
+    );
     berth_router::run(
         listener,
         routes,

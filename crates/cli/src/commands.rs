@@ -29,14 +29,19 @@ pub async fn apps(client: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
                 .map(|a| {
                     vec![
                         a.name.clone(),
-                        a.current_release.map(|v| format!("v{v}")).unwrap_or_else(|| "-".into()),
+                        a.current_release
+                            .map(|v| format!("v{v}"))
+                            .unwrap_or_else(|| "-".into()),
                         a.url.clone(),
                     ]
                 })
                 .collect::<Vec<_>>();
             table(&["NAME", "RELEASE", "URL"], &rows);
         }
-        AppsCommand::Info { name, json: as_json } => {
+        AppsCommand::Info {
+            name,
+            json: as_json,
+        } => {
             let app = client.app(&name).await?;
             if as_json {
                 return json(&app);
@@ -45,9 +50,15 @@ pub async fn apps(client: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
             println!("url:       {}", app.url);
             println!(
                 "release:   {}",
-                app.current_release.map(|v| format!("v{v}")).unwrap_or_else(|| "none yet".into())
+                app.current_release
+                    .map(|v| format!("v{v}"))
+                    .unwrap_or_else(|| "none yet".into())
             );
-            let formation: Vec<String> = app.formation.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let formation: Vec<String> = app
+                .formation
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             println!("formation: {}", formation.join(" "));
             println!("domains:   {}", app.domains.join(", "));
             println!("created:   {}", timestamp(app.created_at));
@@ -70,9 +81,17 @@ fn state_text(i: &Instance) -> String {
         InstanceState::Crashed => {
             let next = i
                 .next_restart_at
-                .map(|t| format!(", next in {}s", ((t - berth_model::now_millis()) / 1000).max(0)))
+                .map(|t| {
+                    format!(
+                        ", next in {}s",
+                        ((t - berth_model::now_millis()) / 1000).max(0)
+                    )
+                })
                 .unwrap_or_default();
-            format!("crashed ({}{next})", i.last_exit.as_deref().unwrap_or("exited"))
+            format!(
+                "crashed ({}{next})",
+                i.last_exit.as_deref().unwrap_or("exited")
+            )
         }
         s => s.as_str().to_string(),
     }
@@ -115,7 +134,9 @@ pub async fn ps(client: &Client, app: &str, as_json: bool) -> anyhow::Result<()>
         })
         .collect::<Vec<_>>();
     table(
-        &["INSTANCE", "RELEASE", "STATE", "PORT", "UPTIME", "RESTARTS", "PID", "NODE"],
+        &[
+            "INSTANCE", "RELEASE", "STATE", "PORT", "UPTIME", "RESTARTS", "PID", "NODE",
+        ],
         &rows,
     );
     Ok(())
@@ -136,7 +157,10 @@ pub async fn logs(
     let page = client
         .logs(app, None, Some(num), Duration::ZERO, None)
         .await?;
-    page.lines.iter().filter(|l| keep(l)).for_each(print_log_line);
+    page.lines
+        .iter()
+        .filter(|l| keep(l))
+        .for_each(print_log_line);
     if !follow {
         return Ok(());
     }
@@ -147,7 +171,10 @@ pub async fn logs(
             .await
         {
             Ok(page) => {
-                page.lines.iter().filter(|l| keep(l)).for_each(print_log_line);
+                page.lines
+                    .iter()
+                    .filter(|l| keep(l))
+                    .for_each(print_log_line);
                 cursor = page.cursor;
             }
             Err(e) if e.is_transient() => {
@@ -180,7 +207,10 @@ pub async fn releases(client: &Client, app: &str, as_json: bool) -> anyhow::Resu
             ]
         })
         .collect::<Vec<_>>();
-    table(&["RELEASE", "STATUS", "DESCRIPTION", "BY", "CREATED"], &rows);
+    table(
+        &["RELEASE", "STATUS", "DESCRIPTION", "BY", "CREATED"],
+        &rows,
+    );
     Ok(())
 }
 
@@ -223,7 +253,11 @@ pub fn parse_counts(pairs: &[String]) -> anyhow::Result<std::collections::BTreeM
 pub async fn scale(client: &Client, app: &str, pairs: &[String]) -> anyhow::Result<()> {
     let counts = parse_counts(pairs)?;
     let a = client.scale(app, &counts).await?;
-    let formation: Vec<String> = a.formation.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let formation: Vec<String> = a
+        .formation
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     println!("Scaled {app}: {}", formation.join(" "));
     Ok(())
 }

@@ -16,7 +16,13 @@ const START_DEADLINE: Duration = Duration::from_secs(120);
 const CRASH_LOOP: u32 = 3;
 
 /// Prints the build's log lines after `cursor`, returns the new cursor.
-async fn follow(client: &Client, app: &str, scope: &str, cursor: i64, wait: Duration) -> anyhow::Result<i64> {
+async fn follow(
+    client: &Client,
+    app: &str,
+    scope: &str,
+    cursor: i64,
+    wait: Duration,
+) -> anyhow::Result<i64> {
     let page = client
         .logs(app, Some(cursor), Some(1000), wait, Some(scope))
         .await?;
@@ -116,7 +122,10 @@ async fn wait_for_web(client: &Client, app: &str, version: u32, want: u32) -> an
             .into_iter()
             .filter(|i| i.release == version && i.process_type == "web")
             .collect();
-        let up = instances.iter().filter(|i| i.state == InstanceState::Up).count() as u32;
+        let up = instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Up)
+            .count() as u32;
         if up >= want {
             return Ok(());
         }

@@ -11,7 +11,14 @@ use flate2::Compression;
 use ignore::WalkBuilder;
 
 /// Directory names never uploaded.
-const ALWAYS_SKIPPED: &[&str] = &[".git", ".hg", ".venv", "venv", "__pycache__", "node_modules"];
+const ALWAYS_SKIPPED: &[&str] = &[
+    ".git",
+    ".hg",
+    ".venv",
+    "venv",
+    "__pycache__",
+    "node_modules",
+];
 
 /// A packed source folder.
 pub struct Packed {
@@ -22,7 +29,10 @@ pub struct Packed {
 /// Packs `dir`; stops with an error as soon as the archive passes `max` bytes.
 pub fn pack(dir: &Path, max: u64) -> anyhow::Result<Packed> {
     if !dir.is_dir() {
-        bail!("{} is not a folder: give the path of your app's source folder", dir.display());
+        bail!(
+            "{} is not a folder: give the path of your app's source folder",
+            dir.display()
+        );
     }
     let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
     tar.follow_symlinks(false);
@@ -35,8 +45,9 @@ pub fn pack(dir: &Path, max: u64) -> anyhow::Result<Packed> {
         .add_custom_ignore_filename(".berthignore")
         .filter_entry(|e| {
             let name = e.file_name().to_string_lossy();
-            !(e.file_type().is_some_and(|t| t.is_dir()) && ALWAYS_SKIPPED.contains(&name.as_ref()))
-                && !name.ends_with(".pyc")
+            let skipped_dir = e.file_type().is_some_and(|t| t.is_dir())
+                && ALWAYS_SKIPPED.contains(&name.as_ref());
+            !skipped_dir && !name.ends_with(".pyc")
         })
         .build();
     let mut files = 0;

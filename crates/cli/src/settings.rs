@@ -36,9 +36,7 @@ impl Settings {
             None => ConfigFile::default(),
         };
         Ok(Self {
-            url: url
-                .or(file.url)
-                .unwrap_or_else(|| DEFAULT_URL.to_string()),
+            url: url.or(file.url).unwrap_or_else(|| DEFAULT_URL.to_string()),
             token: token.or(file.token),
         })
     }
@@ -60,8 +58,12 @@ pub fn config_path() -> Option<PathBuf> {
 /// Reads the config file; a missing file is an empty config.
 pub fn read_config(path: &Path) -> anyhow::Result<ConfigFile> {
     match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text)
-            .with_context(|| format!("{} is not a valid Berth config file; fix or delete it", path.display())),
+        Ok(text) => toml::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a valid Berth config file; fix or delete it",
+                path.display()
+            )
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ConfigFile::default()),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }

@@ -174,7 +174,8 @@ impl Client {
 
     /// `POST /v1/apps`.
     pub async fn create_app(&self, name: &str) -> Result<App, ClientError> {
-        self.post("/v1/apps", &CreateApp { name: name.into() }).await
+        self.post("/v1/apps", &CreateApp { name: name.into() })
+            .await
     }
 
     /// `GET /v1/apps/{app}`.
@@ -195,7 +196,8 @@ impl Client {
         app: &str,
         counts: &std::collections::BTreeMap<String, u32>,
     ) -> Result<App, ClientError> {
-        self.post(&format!("/v1/apps/{app}/formation"), counts).await
+        self.post(&format!("/v1/apps/{app}/formation"), counts)
+            .await
     }
 
     /// `POST /v1/apps/{app}/domains`.
@@ -258,7 +260,10 @@ impl Client {
     /// `POST /v1/builds/{id}/claim`: `Ok(false)` when another node has it.
     pub async fn claim_build(&self, id: &str, node: &str) -> Result<bool, ClientError> {
         let path = format!("/v1/builds/{id}/claim");
-        claimed(self.post::<_, Build>(&path, &Claim { node: node.into() }).await)
+        claimed(
+            self.post::<_, Build>(&path, &Claim { node: node.into() })
+                .await,
+        )
     }
 
     /// `POST /v1/builds/{id}/result`.
@@ -273,13 +278,22 @@ impl Client {
 
     /// `GET /v1/apps/{app}/releases/{version}`.
     pub async fn release(&self, app: &str, version: u32) -> Result<Release, ClientError> {
-        self.get(&format!("/v1/apps/{app}/releases/{version}")).await
+        self.get(&format!("/v1/apps/{app}/releases/{version}"))
+            .await
     }
 
     /// `POST /v1/apps/{app}/releases/{v}/claim`: `Ok(false)` when taken.
-    pub async fn claim_release(&self, app: &str, version: u32, node: &str) -> Result<bool, ClientError> {
+    pub async fn claim_release(
+        &self,
+        app: &str,
+        version: u32,
+        node: &str,
+    ) -> Result<bool, ClientError> {
         let path = format!("/v1/apps/{app}/releases/{version}/claim");
-        claimed(self.post::<_, Release>(&path, &Claim { node: node.into() }).await)
+        claimed(
+            self.post::<_, Release>(&path, &Claim { node: node.into() })
+                .await,
+        )
     }
 
     /// `POST /v1/apps/{app}/releases/{v}/phase`.
@@ -341,7 +355,10 @@ impl Client {
         wait: Duration,
     ) -> Result<NodeDesired, ClientError> {
         self.long_poll(
-            &format!("/v1/nodes/{node}/desired?after={after}&wait={}", wait.as_secs()),
+            &format!(
+                "/v1/nodes/{node}/desired?after={after}&wait={}",
+                wait.as_secs()
+            ),
             wait,
         )
         .await
@@ -350,8 +367,12 @@ impl Client {
     /// `PUT /v1/nodes/{node}/instances`: the node's whole actual state.
     pub async fn report(&self, node: &str, report: &NodeReport) -> Result<(), ClientError> {
         self.send(
-            self.request(Method::PUT, &format!("/v1/nodes/{node}/instances"), CALL_TIMEOUT)
-                .json(report),
+            self.request(
+                Method::PUT,
+                &format!("/v1/nodes/{node}/instances"),
+                CALL_TIMEOUT,
+            )
+            .json(report),
         )
         .await
         .map(drop)
@@ -371,7 +392,9 @@ impl Client {
 fn claimed<T>(r: Result<T, ClientError>) -> Result<bool, ClientError> {
     match r {
         Ok(_) => Ok(true),
-        Err(ClientError::Api { status, .. }) if status == StatusCode::CONFLICT.as_u16() => Ok(false),
+        Err(ClientError::Api { status, .. }) if status == StatusCode::CONFLICT.as_u16() => {
+            Ok(false)
+        }
         Err(e) => Err(e),
     }
 }

@@ -118,5 +118,8 @@ async fn send_batch(client: &Client, batch: &[NewLogLine]) {
             }
         }
     }
-    tracing::warn!("dropping {} log lines: the server is unreachable", batch.len());
+    tracing::warn!(
+        "dropping {} log lines: the server is unreachable",
+        batch.len()
+    );
 }

@@ -10,7 +10,9 @@ use thiserror::Error;
 pub enum NameError {
     #[error("invalid app name {0:?}: use 2 to 40 lowercase letters, digits and dashes, starting with a letter and not ending with a dash (e.g. \"my-shop\")")]
     App(String),
-    #[error("invalid process type {0:?}: use letters, digits, '_' and '-' (e.g. \"web\", \"worker\")")]
+    #[error(
+        "invalid process type {0:?}: use letters, digits, '_' and '-' (e.g. \"web\", \"worker\")"
+    )]
     ProcessType(String),
     #[error("invalid config var name {0:?}: names must match [A-Za-z_][A-Za-z0-9_]* (e.g. \"DATABASE_URL\")")]
     EnvVar(String),
@@ -116,7 +118,10 @@ mod tests {
 
     #[test]
     fn domains() {
-        assert_eq!(normalize_domain("WWW.Example.com.").as_deref(), Ok("www.example.com"));
+        assert_eq!(
+            normalize_domain("WWW.Example.com.").as_deref(),
+            Ok("www.example.com")
+        );
         assert!(normalize_domain("exa mple.com").is_err());
         assert!(normalize_domain("example.com:80").is_err());
         assert!(normalize_domain("-a.com").is_err());

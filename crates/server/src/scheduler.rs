@@ -283,8 +283,14 @@ mod tests {
             revision: 7,
             apps: vec![app],
             releases: HashMap::from([
-                (("shop".into(), 2), release("shop", 2, "b2", ReleaseStatus::Live)),
-                (("shop".into(), 3), release("shop", 3, "b3", ReleaseStatus::Pending)),
+                (
+                    ("shop".into(), 2),
+                    release("shop", 2, "b2", ReleaseStatus::Live),
+                ),
+                (
+                    ("shop".into(), 3),
+                    release("shop", 3, "b3", ReleaseStatus::Pending),
+                ),
             ]),
             builds: HashMap::from([
                 ("b2".into(), build("b2", "n1", None)),

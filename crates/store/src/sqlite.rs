@@ -160,9 +160,10 @@ impl SqliteStore {
 }
 
 async fn bump(tx: &mut Tx<'_>) -> Result<Revision> {
-    let v: i64 = sqlx::query_scalar("UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value")
-        .fetch_one(&mut **tx)
-        .await?;
+    let v: i64 =
+        sqlx::query_scalar("UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value")
+            .fetch_one(&mut **tx)
+            .await?;
     Ok(v as Revision)
 }
 
@@ -376,7 +377,8 @@ impl Store for SqliteStore {
     async fn set_formation(&self, app: &str, counts: &BTreeMap<String, u32>) -> Result<AppRecord> {
         let (_w, mut tx) = self.begin_write().await?;
         let mut rec = app_in_tx(&mut tx, app).await?;
-        rec.formation.extend(counts.iter().map(|(k, v)| (k.clone(), *v)));
+        rec.formation
+            .extend(counts.iter().map(|(k, v)| (k.clone(), *v)));
         sqlx::query("UPDATE apps SET formation = ? WHERE name = ?")
             .bind(to_json(&rec.formation))
             .bind(app)
@@ -493,7 +495,9 @@ impl Store for SqliteStore {
         let (_w, mut tx) = self.begin_write().await?;
         let rec = build_in_tx(&mut tx, id).await?;
         if rec.build.status.is_final() {
-            return Err(StoreError::Conflict(format!("build {id} has already finished")));
+            return Err(StoreError::Conflict(format!(
+                "build {id} has already finished"
+            )));
         }
         sqlx::query("UPDATE builds SET status = 'failed', error = ?, finished_at = ? WHERE id = ?")
             .bind(error)
@@ -516,7 +520,9 @@ impl Store for SqliteStore {
         let (_w, mut tx) = self.begin_write().await?;
         let rec = build_in_tx(&mut tx, id).await?;
         if rec.build.status.is_final() {
-            return Err(StoreError::Conflict(format!("build {id} has already finished")));
+            return Err(StoreError::Conflict(format!(
+                "build {id} has already finished"
+            )));
         }
         let app = app_in_tx(&mut tx, &rec.build.app).await?;
         let version: i64 = sqlx::query_scalar(
@@ -671,11 +677,12 @@ impl Store for SqliteStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let before: Vec<String> =
-            sqlx::query_scalar("SELECT data FROM instances WHERE node = ? ORDER BY app, release, process_type, idx")
-                .bind(node)
-                .fetch_all(&mut *tx)
-                .await?;
+        let before: Vec<String> = sqlx::query_scalar(
+            "SELECT data FROM instances WHERE node = ? ORDER BY app, release, process_type, idx",
+        )
+        .bind(node)
+        .fetch_all(&mut *tx)
+        .await?;
         let mut sorted: Vec<&Instance> = instances.iter().collect();
         sorted.sort_by_key(|i| InstanceKey::from(*i));
         let after: Vec<String> = sorted.iter().map(|i| to_json(*i)).collect();
@@ -705,19 +712,22 @@ impl Store for SqliteStore {
     }
 
     async fn instances(&self, app: Option<&str>) -> Result<Vec<Instance>> {
-        let rows: Vec<String> = match app {
-            Some(app) => sqlx::query_scalar(
-                "SELECT data FROM instances WHERE app = ? ORDER BY process_type, idx, release",
-            )
-            .bind(app)
-            .fetch_all(&self.pool)
-            .await?,
-            None => sqlx::query_scalar(
-                "SELECT data FROM instances ORDER BY app, process_type, idx, release",
-            )
-            .fetch_all(&self.pool)
-            .await?,
-        };
+        let rows: Vec<String> =
+            match app {
+                Some(app) => sqlx::query_scalar(
+                    "SELECT data FROM instances WHERE app = ? ORDER BY process_type, idx, release",
+                )
+                .bind(app)
+                .fetch_all(&self.pool)
+                .await?,
+                None => {
+                    sqlx::query_scalar(
+                        "SELECT data FROM instances ORDER BY app, process_type, idx, release",
+                    )
+                    .fetch_all(&self.pool)
+                    .await?
+                }
+            };
         rows.iter().map(|d| from_json("instance", d)).collect()
     }
 

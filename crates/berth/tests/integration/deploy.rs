@@ -15,10 +15,16 @@ fn flask_app_deploys_redeploys_and_is_destroyed() {
     std::fs::write(src.join("also-ignored.txt"), "not uploaded").unwrap();
 
     let out = berth.create_and_deploy("hello", &src);
-    assert!(out.contains("Installing dependencies"), "build output is streamed: {out}");
+    assert!(
+        out.contains("Installing dependencies"),
+        "build output is streamed: {out}"
+    );
     assert!(out.contains("flask=="), "uv's own output is shown: {out}");
     assert!(
-        out.contains(&format!("v1 deployed to http://hello.localhost:{}/", berth.router_port)),
+        out.contains(&format!(
+            "v1 deployed to http://hello.localhost:{}/",
+            berth.router_port
+        )),
         "deploy ends with the URL: {out}"
     );
 
@@ -29,11 +35,19 @@ fn flask_app_deploys_redeploys_and_is_destroyed() {
     // The port Berth assigned reached the app through $PORT.
     let port = berth.get("hello.localhost", "/env/PORT").body;
     assert!(port.trim().parse::<u16>().is_ok(), "PORT={port}");
-    assert_eq!(berth.get("hello.localhost", "/env/DYNO").body.trim(), "web.1");
+    assert_eq!(
+        berth.get("hello.localhost", "/env/DYNO").body.trim(),
+        "web.1"
+    );
 
     // .gitignore and .berthignore are honoured when packing.
     let builds = berth.data_dir().join("builds/hello");
-    let build = std::fs::read_dir(&builds).unwrap().next().unwrap().unwrap().path();
+    let build = std::fs::read_dir(&builds)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     assert!(build.join("app/app.py").exists());
     assert!(!build.join("app/ignored.txt").exists());
     assert!(!build.join("app/also-ignored.txt").exists());
@@ -52,7 +66,11 @@ fn flask_app_deploys_redeploys_and_is_destroyed() {
 
     // A code-only change: a new release replaces the old one.
     let app_py = std::fs::read_to_string(src.join("app.py")).unwrap();
-    std::fs::write(src.join("app.py"), app_py.replace("Hello from Berth!", "Hello again!")).unwrap();
+    std::fs::write(
+        src.join("app.py"),
+        app_py.replace("Hello from Berth!", "Hello again!"),
+    )
+    .unwrap();
     let out = berth.ok(&["deploy", src.to_str().unwrap(), "--app", "hello"]);
     assert!(out.contains("v2 deployed"), "{out}");
     let a = berth.get("hello.localhost", "/");
@@ -73,13 +91,18 @@ fn flask_app_deploys_redeploys_and_is_destroyed() {
         assert!(logs.contains(needle), "logs lack {needle:?}:\n{logs}");
     }
     let only_router = berth.ok(&["logs", "--app", "hello", "-n", "1000", "--source", "router"]);
-    assert!(only_router.lines().all(|l| l.contains(" router: ")), "{only_router}");
+    assert!(
+        only_router.lines().all(|l| l.contains(" router: ")),
+        "{only_router}"
+    );
 
     // Custom domains route to the app too.
     berth.ok(&["domains", "add", "www.example.test", "--app", "hello"]);
-    wait_for("the custom domain to route", Duration::from_secs(10), || {
-        (berth.get("www.example.test", "/").status == 200).then_some(())
-    });
+    wait_for(
+        "the custom domain to route",
+        Duration::from_secs(10),
+        || (berth.get("www.example.test", "/").status == 200).then_some(()),
+    );
 
     let refused = berth.fails(&["apps", "destroy", "hello"]);
     assert!(refused.contains("--confirm hello"), "{refused}");
@@ -98,7 +121,10 @@ fn django_project_runs_migrations_and_serves_static_files_from_the_router() {
     let berth = Berth::up();
     let out = berth.create_and_deploy("site", &example("django-hello"));
     assert!(out.contains("collectstatic"), "{out}");
-    assert!(out.contains("Applying greetings.0001_initial"), "release phase output: {out}");
+    assert!(
+        out.contains("Applying greetings.0001_initial"),
+        "release phase output: {out}"
+    );
 
     // The view writes a row: the migration of the release phase ran.
     let a = berth.get("site.localhost", "/");
@@ -108,7 +134,10 @@ fn django_project_runs_migrations_and_serves_static_files_from_the_router() {
     // The router serves collected static files itself, with validators.
     let css = berth.get("site.localhost", "/static/greetings/hello.css");
     assert_eq!(css.status, 200);
-    assert!(css.headers["content-type"].to_str().unwrap().starts_with("text/css"));
+    assert!(css.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
     assert!(css.body.contains("body"), "{}", css.body);
     assert!(!css.headers.contains_key("server"), "not from gunicorn");
     let etag = css.headers["etag"].to_str().unwrap().to_string();
@@ -137,7 +166,10 @@ fn fastapi_project_with_uv_lock_deploys() {
 
 #[test]
 fn up_help_shows_addresses_and_their_environment_variables() {
-    let out = std::process::Command::new(BERTH).args(["up", "--help"]).output().unwrap();
+    let out = std::process::Command::new(BERTH)
+        .args(["up", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for needle in [
         "--data-dir",
@@ -149,6 +181,9 @@ fn up_help_shows_addresses_and_their_environment_variables() {
         "BERTH_HTTP_LISTEN",
         "127.0.0.1:8080",
     ] {
-        assert!(help.contains(needle), "`berth up --help` lacks {needle}:\n{help}");
+        assert!(
+            help.contains(needle),
+            "`berth up --help` lacks {needle}:\n{help}"
+        );
     }
 }

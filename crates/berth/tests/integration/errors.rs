@@ -22,12 +22,17 @@ fn assert_v1_serves(berth: &Berth) {
 #[test]
 fn failed_builds_and_release_phases_leave_the_serving_release_alone() {
     let (berth, src) = serving_hello();
-    let deploy = |dir: &std::path::Path| berth.fails(&["deploy", dir.to_str().unwrap(), "--app", "hello"]);
+    let deploy =
+        |dir: &std::path::Path| berth.fails(&["deploy", dir.to_str().unwrap(), "--app", "hello"]);
 
     // A requirement that does not exist: uv's own words reach the user.
     let broken = berth.dir.path().join("broken-reqs");
     copy_dir(&src, &broken);
-    std::fs::write(broken.join("requirements.txt"), "flask\nflaskk-does-not-exist==99.0\n").unwrap();
+    std::fs::write(
+        broken.join("requirements.txt"),
+        "flask\nflaskk-does-not-exist==99.0\n",
+    )
+    .unwrap();
     let out = deploy(&broken);
     assert!(out.contains("flaskk-does-not-exist"), "{out}");
     assert!(out.contains("build failed"), "{out}");
@@ -53,7 +58,10 @@ fn failed_builds_and_release_phases_leave_the_serving_release_alone() {
     )
     .unwrap();
     let out = deploy(&bad_release);
-    assert!(out.contains("migrating..."), "release output is shown: {out}");
+    assert!(
+        out.contains("migrating..."),
+        "release output is shown: {out}"
+    );
     assert!(out.contains("exited with status 3"), "{out}");
     assert_v1_serves(&berth);
     let releases = berth.json(&["releases", "--app", "hello", "--json"]);
@@ -65,10 +73,17 @@ fn failed_builds_and_release_phases_leave_the_serving_release_alone() {
     copy_dir(&src, &big);
     // Random bytes: they do not compress below the limit.
     let mut noise = vec![0u8; 200_000];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut noise).unwrap();
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").unwrap(),
+        &mut noise,
+    )
+    .unwrap();
     std::fs::write(big.join("data.bin"), noise).unwrap();
     let out = deploy(&big);
-    assert!(out.contains(".gitignore"), "the error says how to fix it: {out}");
+    assert!(
+        out.contains(".gitignore"),
+        "the error says how to fix it: {out}"
+    );
     assert_v1_serves(&berth);
 }
 
@@ -95,7 +110,8 @@ fn unknown_apps_bad_names_and_bad_scales_are_refused() {
 #[test]
 fn the_api_refuses_requests_without_a_valid_token() {
     let berth = Berth::up();
-    let config = std::fs::read_to_string(berth.dir.path().join("home/.config/berth/config.toml")).unwrap();
+    let config =
+        std::fs::read_to_string(berth.dir.path().join("home/.config/berth/config.toml")).unwrap();
     let url = config
         .lines()
         .find_map(|l| l.strip_prefix("url = "))
@@ -132,5 +148,8 @@ fn the_api_refuses_requests_without_a_valid_token() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot reach the Berth server") && err.contains("berth up"), "{err}");
+    assert!(
+        err.contains("cannot reach the Berth server") && err.contains("berth up"),
+        "{err}"
+    );
 }

@@ -21,7 +21,9 @@ pub fn uv_cache() -> PathBuf {
 
 /// The repository's `examples/` folder.
 pub fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout`.
@@ -73,13 +75,21 @@ impl Berth {
 
     /// Starts `berth up` with extra flags.
     pub fn up_with(extra: &[&str]) -> Self {
-        let dir = tempfile::Builder::new().prefix("berth-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test-")
+            .tempdir()
+            .unwrap();
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
         let child = Command::new(BERTH)
             .arg("up")
             .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
-            .args(["--api-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args([
+                "--api-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
             .args(["--stop-grace", "5"])
             .args(extra)
             .env("HOME", dir.path().join("home"))
@@ -101,7 +111,11 @@ impl Berth {
         berth.router_port = wait_for("berth up to start", Duration::from_secs(30), || {
             let text = std::fs::read_to_string(&log_path).ok()?;
             let line = text.lines().find(|l| l.trim_start().starts_with("apps:"))?;
-            let port = line.split("localhost:").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?;
+            let port = line
+                .split("localhost:")
+                .nth(1)?
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?;
             port.parse().ok()
         });
         berth
@@ -152,7 +166,11 @@ impl Berth {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(!out.status.success(), "`berth {}` should have failed:\n{text}", args.join(" "));
+        assert!(
+            !out.status.success(),
+            "`berth {}` should have failed:\n{text}",
+            args.join(" ")
+        );
         text
     }
 
@@ -169,7 +187,13 @@ impl Berth {
     }
 
     /// Sends a request through the router with the given Host.
-    pub fn request(&self, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    pub fn request(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let client = http_client();
         let mut req = client
             .request(
@@ -180,7 +204,9 @@ impl Berth {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = req.send().unwrap_or_else(|e| panic!("{method} {host}{path}: {e}"));
+        let resp = req
+            .send()
+            .unwrap_or_else(|e| panic!("{method} {host}{path}: {e}"));
         Answer {
             status: resp.status().as_u16(),
             headers: resp.headers().clone(),

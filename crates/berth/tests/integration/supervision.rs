@@ -24,17 +24,21 @@ fn a_killed_instance_is_restarted_while_the_other_keeps_serving() {
 
     // Requests keep succeeding while the instance is down and restarting.
     let mut failures = 0;
-    let restarted = wait_for("the killed instance to be restarted", Duration::from_secs(60), || {
-        if berth.get("hello.localhost", "/").status != 200 {
-            failures += 1;
-        }
-        let ps = berth.instances("hello");
-        ps.into_iter().find(|i| {
-            format!("web.{}", i["index"]) == victim_name
-                && i["state"] == "up"
-                && i["pid"].as_u64() != Some(victim)
-        })
-    });
+    let restarted = wait_for(
+        "the killed instance to be restarted",
+        Duration::from_secs(60),
+        || {
+            if berth.get("hello.localhost", "/").status != 200 {
+                failures += 1;
+            }
+            let ps = berth.instances("hello");
+            ps.into_iter().find(|i| {
+                format!("web.{}", i["index"]) == victim_name
+                    && i["state"] == "up"
+                    && i["pid"].as_u64() != Some(victim)
+            })
+        },
+    );
     assert_eq!(restarted["restarts"], 1);
     assert_eq!(failures, 0, "requests failed while an instance was down");
     let logs = berth.ok(&["logs", "--app", "hello", "-n", "1000", "--source", "berth"]);

@@ -113,10 +113,14 @@ pub async fn scale(
 ) -> ApiResult<Json<App>> {
     let rec = require_app(&ctx, &app).await?;
     if counts.is_empty() {
-        return Err(ApiErr::bad_request("say what to scale, e.g. `berth scale web=2`"));
+        return Err(ApiErr::bad_request(
+            "say what to scale, e.g. `berth scale web=2`",
+        ));
     }
     let version = rec.current_release.ok_or_else(|| {
-        ApiErr::bad_request(format!("{app} has no release yet: deploy it before scaling"))
+        ApiErr::bad_request(format!(
+            "{app} has no release yet: deploy it before scaling"
+        ))
     })?;
     let release = ctx.store.release(&app, version).await?;
     let build = match release {

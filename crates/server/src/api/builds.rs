@@ -94,7 +94,11 @@ pub async fn upload(
         &ctx,
         &app,
         Some(&id),
-        format!("Source received ({}), build {} queued", human_size(size), short_id(&id)),
+        format!(
+            "Source received ({}), build {} queued",
+            human_size(size),
+            short_id(&id)
+        ),
     )
     .await;
     Ok((StatusCode::CREATED, Json(rec.build)))
@@ -180,13 +184,20 @@ pub async fn result(
             let next = if release.status == berth_model::ReleaseStatus::Live {
                 "live".to_string()
             } else {
-                format!("running release command: {}", artifact.release_command.unwrap_or_default())
+                format!(
+                    "running release command: {}",
+                    artifact.release_command.unwrap_or_default()
+                )
             };
             log(
                 &ctx,
                 &rec.build.app,
                 Some(&id),
-                format!("Build {} succeeded; release v{} created, {next}", short_id(&id), release.version),
+                format!(
+                    "Build {} succeeded; release v{} created, {next}",
+                    short_id(&id),
+                    release.version
+                ),
             )
             .await;
             rec.build

@@ -32,14 +32,23 @@ pub fn routes(ctx: Ctx) -> Router {
         .route("/builds/{id}/result", post(builds::result))
         .route("/apps/{app}/releases", get(releases::list))
         .route("/apps/{app}/releases/{version}", get(releases::show))
-        .route("/apps/{app}/releases/{version}/claim", post(releases::claim))
-        .route("/apps/{app}/releases/{version}/phase", post(releases::phase))
+        .route(
+            "/apps/{app}/releases/{version}/claim",
+            post(releases::claim),
+        )
+        .route(
+            "/apps/{app}/releases/{version}/phase",
+            post(releases::phase),
+        )
         .route("/apps/{app}/logs", get(logs::read))
         .route("/logs", post(logs::append))
         .route("/nodes/{node}/desired", get(nodes::desired))
         .route("/nodes/{node}/instances", put(nodes::report))
         .route("/routes", get(nodes::routes))
-        .layer(middleware::from_fn_with_state(ctx.clone(), auth::require_token))
+        .layer(middleware::from_fn_with_state(
+            ctx.clone(),
+            auth::require_token,
+        ))
         .route("/health", get(|| async { "ok" }));
     Router::new().nest("/v1", v1).with_state(ctx)
 }

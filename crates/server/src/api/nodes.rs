@@ -37,7 +37,10 @@ pub async fn desired(
     Ok(Json(node_desired(&s, &node)))
 }
 
-pub async fn routes(State(ctx): State<Ctx>, Query(q): Query<WatchQuery>) -> ApiResult<Json<RouteTable>> {
+pub async fn routes(
+    State(ctx): State<Ctx>,
+    Query(q): Query<WatchQuery>,
+) -> ApiResult<Json<RouteTable>> {
     let s = snapshot_after(&ctx, &q).await?;
     Ok(Json(route_table(&s, &ctx.config.apps_domain)))
 }

@@ -8,7 +8,10 @@ use super::{log, require_app};
 use crate::error::ApiResult;
 use crate::{ApiErr, Ctx};
 
-pub async fn list(State(ctx): State<Ctx>, Path(app): Path<String>) -> ApiResult<Json<Vec<Release>>> {
+pub async fn list(
+    State(ctx): State<Ctx>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<Release>>> {
     require_app(&ctx, &app).await?;
     Ok(Json(ctx.store.releases(&app).await?))
 }
@@ -26,11 +29,11 @@ pub async fn show(
 ) -> ApiResult<Json<Release>> {
     require_app(&ctx, &app).await?;
     let v = parse_version(&version)?;
-    ctx.store
-        .release(&app, v)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiErr::not_found(format!("app {app:?} has no release v{v}; `berth releases --app {app}` lists them")))
+    ctx.store.release(&app, v).await?.map(Json).ok_or_else(|| {
+        ApiErr::not_found(format!(
+            "app {app:?} has no release v{v}; `berth releases --app {app}` lists them"
+        ))
+    })
 }
 
 pub async fn claim(
@@ -54,11 +57,16 @@ pub async fn phase(
         (true, _) => None,
         (false, e) => Some(e.unwrap_or_else(|| "the release command failed".into())),
     };
-    let r = ctx.store.finish_release_phase(&app, v, error.as_deref()).await?;
+    let r = ctx
+        .store
+        .finish_release_phase(&app, v, error.as_deref())
+        .await?;
     ctx.watchers.changed().await;
     let msg = match &error {
         None => format!("Release v{v} is live"),
-        Some(e) => format!("Release v{v} failed in its release phase, the previous release keeps serving: {e}"),
+        Some(e) => format!(
+            "Release v{v} failed in its release phase, the previous release keeps serving: {e}"
+        ),
     };
     log(&ctx, &app, Some(&r.build_id), msg).await;
     Ok(Json(r))
