@@ -6,4 +6,5 @@ mod kit;
 
 mod deploy;
 mod errors;
+mod router;
 mod supervision;
