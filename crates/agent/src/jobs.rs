@@ -7,11 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use berth_build::BuildOptions;
 use berth_client::logs::LogShipper;
-use berth_client::Client;
+use berth_client::{retry_transient, Client};
 use berth_model::{BuildJob, BuildResult, NewLogLine, NodeDesired, ReleaseJob, ReleasePhaseResult};
 
 use crate::spawn::{self, ProcessSpec};
 use crate::AgentConfig;
+
+/// Attempts at delivering a job's outcome (about two minutes of backoff).
+const RESULT_ATTEMPTS: u32 = 30;
 
 /// Starts each job at most once per agent run; the server's claim decides
 /// between agents.
@@ -89,19 +92,12 @@ impl Jobs {
         };
         self.logs.flush().await;
         // The result must arrive: retry while the server is away.
-        let mut delay = std::time::Duration::from_millis(200);
-        for _ in 0..30 {
-            match self.client.build_result(&job.build_id, &result).await {
-                Ok(_) => return,
-                Err(e) if e.is_transient() => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
-                }
-                Err(e) => {
-                    tracing::warn!("agent: build {} result refused: {e}", job.build_id);
-                    return;
-                }
-            }
+        let sent = retry_transient(RESULT_ATTEMPTS, || {
+            self.client.build_result(&job.build_id, &result)
+        })
+        .await;
+        if let Err(e) = sent {
+            tracing::warn!("agent: build {} result not delivered: {e}", job.build_id);
         }
     }
 
@@ -172,23 +168,13 @@ impl Jobs {
             ok: error.is_none(),
             error,
         };
-        let mut delay = std::time::Duration::from_millis(200);
-        for _ in 0..30 {
-            match self
-                .client
+        let sent = retry_transient(RESULT_ATTEMPTS, || {
+            self.client
                 .release_phase_result(&job.app, job.release, &result)
-                .await
-            {
-                Ok(_) => return,
-                Err(e) if e.is_transient() => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
-                }
-                Err(e) => {
-                    tracing::warn!("agent: release phase result refused: {e}");
-                    return;
-                }
-            }
+        })
+        .await;
+        if let Err(e) = sent {
+            tracing::warn!("agent: release phase result not delivered: {e}");
         }
     }
 

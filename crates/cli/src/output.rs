@@ -1,23 +1,8 @@
 //! Formatting for people: sizes, times, durations, aligned tables.
 
+pub use berth_model::human_size;
 use berth_model::UnixMillis;
 use chrono::{DateTime, Utc};
-
-/// `1.5 MB`-style sizes.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["bytes", "KB", "MB", "GB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} bytes")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
 
 /// `2026-11-23T16:48:00.123Z`.
 pub fn timestamp(ms: UnixMillis) -> String {

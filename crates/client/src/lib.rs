@@ -388,6 +388,28 @@ impl Client {
     }
 }
 
+/// Calls `f` until it succeeds, fails for good, or `attempts` transient
+/// failures (server away, 5xx) have passed, backing off from 200 ms to 5 s.
+/// For results that must arrive (a build's outcome), not for reads.
+pub async fn retry_transient<T, F, Fut>(attempts: u32, mut f: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let mut delay = Duration::from_millis(200);
+    let mut left = attempts.max(1);
+    loop {
+        match f().await {
+            Err(e) if e.is_transient() && left > 1 => {
+                left -= 1;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A 409 on a claim means another node won it, which is not an error.
 fn claimed<T>(r: Result<T, ClientError>) -> Result<bool, ClientError> {
     match r {

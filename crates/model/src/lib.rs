@@ -35,3 +35,19 @@ pub fn now_millis() -> UnixMillis {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// `1.5 MB`-style sizes, for messages.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["bytes", "KB", "MB", "GB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
-use berth_model::{Build, BuildResult, Claim};
+use berth_model::{human_size, Build, BuildResult, Claim};
 use berth_store::sqlite::short_id;
 use berth_store::NewBuild;
 use futures_util::StreamExt;
@@ -24,22 +24,6 @@ fn too_big(size: u64, max: u64) -> ApiErr {
             human_size(max)
         ),
     )
-}
-
-/// `1.5 MB`-style sizes for messages.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["bytes", "KB", "MB", "GB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} bytes")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
 
 fn new_id() -> String {
