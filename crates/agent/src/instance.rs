@@ -176,17 +176,7 @@ impl Life {
             _ = until_not_run(&mut self.control) => None,
         };
         match exited {
-            Some(status) => {
-                // Workers of a dead master may linger and hold resources.
-                if let Some(pid) = pid {
-                    spawn::signal_group(pid, Signal::SIGKILL)
-                }
-                Some(
-                    status
-                        .map(spawn::describe_exit)
-                        .unwrap_or_else(|e| e.to_string()),
-                )
-            }
+            Some(status) => Some(died(pid, status)),
             None => {
                 self.stop(child).await;
                 None
@@ -224,15 +214,7 @@ impl Life {
             };
             match event {
                 None => {}
-                Some(Some(status)) => {
-                    if let Some(pid) = pid {
-                        spawn::signal_group(pid, Signal::SIGKILL)
-                    }
-                    let how = status
-                        .map(spawn::describe_exit)
-                        .unwrap_or_else(|e| e.to_string());
-                    return Ready::Ended(Some(how));
-                }
+                Some(Some(status)) => return Ready::Ended(Some(died(pid, status))),
                 Some(None) => {
                     self.stop(child).await;
                     return Ready::Ended(None);
@@ -285,6 +267,18 @@ async fn until_not_run(control: &mut watch::Receiver<Control>) {
 
 async fn until(control: &mut watch::Receiver<Control>, want: Control) {
     let _ = control.wait_for(|c| *c == want).await.map(drop);
+}
+
+/// A process that ended on its own: clears what its group left behind (the
+/// workers of a dead master may linger and hold resources) and says how it
+/// ended.
+fn died(pid: Option<u32>, status: std::io::Result<std::process::ExitStatus>) -> String {
+    if let Some(pid) = pid {
+        spawn::signal_group(pid, Signal::SIGKILL);
+    }
+    status
+        .map(spawn::describe_exit)
+        .unwrap_or_else(|e| e.to_string())
 }
 
 /// How waiting for readiness ended.

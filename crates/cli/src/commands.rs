@@ -54,12 +54,7 @@ pub async fn apps(client: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
                     .map(|v| format!("v{v}"))
                     .unwrap_or_else(|| "none yet".into())
             );
-            let formation: Vec<String> = app
-                .formation
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            println!("formation: {}", formation.join(" "));
+            println!("formation: {}", berth_model::formation_text(&app.formation));
             println!("domains:   {}", app.domains.join(", "));
             println!("created:   {}", timestamp(app.created_at));
         }
@@ -253,11 +248,9 @@ pub fn parse_counts(pairs: &[String]) -> anyhow::Result<std::collections::BTreeM
 pub async fn scale(client: &Client, app: &str, pairs: &[String]) -> anyhow::Result<()> {
     let counts = parse_counts(pairs)?;
     let a = client.scale(app, &counts).await?;
-    let formation: Vec<String> = a
-        .formation
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    println!("Scaled {app}: {}", formation.join(" "));
+    println!(
+        "Scaled {app}: {}",
+        berth_model::formation_text(&a.formation)
+    );
     Ok(())
 }

@@ -51,3 +51,12 @@ pub fn human_size(bytes: u64) -> String {
         format!("{v:.1} {}", UNITS[unit])
     }
 }
+
+/// `web=2 worker=1`: a formation as users write it for `berth scale`.
+pub fn formation_text(formation: &std::collections::BTreeMap<String, u32>) -> String {
+    formation
+        .iter()
+        .map(|(process_type, count)| format!("{process_type}={count}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,5 +1,6 @@
 //! The deploy path: source folder → build → release → live behind the router.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::kit::*;
@@ -73,8 +74,11 @@ fn flask_app_deploys_redeploys_and_is_destroyed() {
     .unwrap();
     let out = berth.ok(&["deploy", src.to_str().unwrap(), "--app", "hello"]);
     assert!(out.contains("v2 deployed"), "{out}");
-    let a = berth.get("hello.localhost", "/");
-    assert!(a.body.contains("Hello again! (release v2)"), "{}", a.body);
+    // The router switches one watch round-trip after the deploy returns.
+    wait_for("v2 to be served", Duration::from_secs(10), || {
+        let a = berth.get("hello.localhost", "/");
+        a.body.contains("Hello again! (release v2)").then_some(())
+    });
     let releases = berth.json(&["releases", "--app", "hello", "--json"]);
     assert_eq!(releases[0]["version"], 2);
     assert_eq!(releases[0]["status"], "live");
@@ -107,14 +111,17 @@ fn flask_app_deploys_redeploys_and_is_destroyed() {
     let refused = berth.fails(&["apps", "destroy", "hello"]);
     assert!(refused.contains("--confirm hello"), "{refused}");
     berth.ok(&["apps", "destroy", "hello", "--confirm", "hello"]);
-    assert_eq!(berth.get("hello.localhost", "/").status, 404);
+    // Routers learn of the destroy through their watch, within moments.
+    wait_for(
+        "the destroyed app to stop being routed",
+        Duration::from_secs(10),
+        || (berth.get("hello.localhost", "/").status == 404).then_some(()),
+    );
     let pid = ps[0]["pid"].as_u64().unwrap();
     wait_for("the app process to stop", Duration::from_secs(30), || {
         (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     });
 }
-
-use std::path::Path;
 
 #[test]
 fn django_project_runs_migrations_and_serves_static_files_from_the_router() {

@@ -146,7 +146,7 @@ pub async fn scale(
     }
     let rec = ctx.store.set_formation(&app, &counts).await?;
     ctx.watchers.changed().await;
-    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    log(&ctx, &app, None, format!("Scaled to {}", summary.join(" "))).await;
+    let summary = berth_model::formation_text(&counts);
+    log(&ctx, &app, None, format!("Scaled to {summary}")).await;
     Ok(Json(to_app(&ctx, rec)))
 }
