@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_client::Client;
-use berth_model::{Instance, InstanceKey, NodeReport};
+use berth_model::{Instance, InstanceKey, NodeReport, Revision};
 use tokio::sync::{watch, Notify};
 
 /// Instances as this agent sees them; every change wakes the reporter and
@@ -17,14 +17,25 @@ pub struct Actual {
 
 #[derive(Default)]
 struct Inner {
-    instances: Mutex<BTreeMap<InstanceKey, Instance>>,
+    instances: Mutex<State>,
     changed: Notify,
     /// A second wake-up for the supervisor, which waits apart from the reporter.
     supervisor: Notify,
+    /// The last report the server took: (state version it carried, the
+    /// revision the server answered).
+    reported: watch::Sender<(u64, Revision)>,
+}
+
+#[derive(Default)]
+struct State {
+    instances: BTreeMap<InstanceKey, Instance>,
+    /// Bumped on every change, so a caller can wait for the report that
+    /// carries its change.
+    version: u64,
 }
 
 impl Actual {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<InstanceKey, Instance>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock leaves plain data behind; go on.
         self.inner
             .instances
@@ -32,19 +43,36 @@ impl Actual {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Sets an instance's state.
-    pub fn set(&self, instance: Instance) {
-        self.lock().insert(InstanceKey::from(&instance), instance);
+    /// Sets an instance's state; returns the state version that holds it.
+    pub fn set(&self, instance: Instance) -> u64 {
+        let version = {
+            let mut state = self.lock();
+            state
+                .instances
+                .insert(InstanceKey::from(&instance), instance);
+            state.version += 1;
+            state.version
+        };
         self.notify();
+        version
     }
 
     pub fn remove(&self, key: &InstanceKey) {
-        self.lock().remove(key);
+        {
+            let mut state = self.lock();
+            state.instances.remove(key);
+            state.version += 1;
+        }
         self.notify();
     }
 
-    pub fn get(&self, key: &InstanceKey) -> Option<Instance> {
-        self.lock().get(key).cloned()
+    /// Waits until the server has taken a report carrying state `version`;
+    /// returns the revision it answered.
+    pub async fn reported(&self, version: u64) -> Revision {
+        let mut rx = self.inner.reported.subscribe();
+        let r = rx.wait_for(|(v, _)| *v >= version).await.map(|r| r.1);
+        // The sender lives as long as `self`, so this cannot be closed.
+        r.unwrap_or_default()
     }
 
     fn notify(&self) {
@@ -53,9 +81,15 @@ impl Actual {
     }
 
     pub fn report(&self) -> NodeReport {
-        NodeReport {
-            instances: self.lock().values().cloned().collect(),
-        }
+        self.snapshot().1
+    }
+
+    fn snapshot(&self) -> (u64, NodeReport) {
+        let state = self.lock();
+        let report = NodeReport {
+            instances: state.instances.values().cloned().collect(),
+        };
+        (state.version, report)
     }
 
     /// Resolves at the next change (or one that happened since the last call).
@@ -76,14 +110,22 @@ pub async fn report(client: Client, node: String, actual: Actual, mut stop: watc
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = crate::stopped(&mut stop) => return,
         }
-        if let Err(e) = client.report(&node, &actual.report()).await {
-            tracing::warn!("agent: cannot report state (will retry): {e}");
-            // Make sure we retry soon even without another change.
-            actual.inner.changed.notify_one();
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = crate::stopped(&mut stop) => return,
+        let (version, report) = actual.snapshot();
+        match client.report(&node, &report).await {
+            Ok(answer) => {
+                actual
+                    .inner
+                    .reported
+                    .send_modify(|r| *r = (version, answer.revision));
+                continue;
             }
+            Err(e) => tracing::warn!("agent: cannot report state (will retry): {e}"),
+        }
+        // Make sure we retry soon even without another change.
+        actual.inner.changed.notify_one();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = crate::stopped(&mut stop) => return,
         }
     }
 }

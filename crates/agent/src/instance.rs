@@ -1,16 +1,20 @@
-//! One instance's life: start, wait until it listens, restart when it dies
-//! (with exponential backoff), and on request drain and stop.
+//! One instance's life: start, wait until it is ready (listens on `PORT`
+//! and passes its health check `rise` times), restart it when it dies or
+//! fails its check `fall` times in a row (with exponential backoff), and on
+//! request drain it — out of every router, confirmed — and stop it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_client::logs::LogShipper;
-use berth_model::{DesiredInstance, Instance, InstanceState, NewLogLine};
+use berth_client::Client;
+use berth_model::{DesiredInstance, EventKind, HealthCheck, Instance, InstanceState, NewLogLine};
 use nix::sys::signal::Signal;
 use tokio::process::Child;
 use tokio::sync::watch;
 
 use crate::actual::Actual;
+use crate::health::Checker;
 use crate::spawn::{self, ProcessSpec};
 use crate::AgentConfig;
 
@@ -18,7 +22,7 @@ use crate::AgentConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
     Run,
-    /// Take out of rotation, wait, then stop.
+    /// Take out of rotation (every router confirms), then stop.
     Drain,
     /// Stop now (agent shutdown).
     Stop,
@@ -28,68 +32,92 @@ pub enum Control {
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// The process type that must listen on `PORT` before it is up.
 const WEB: &str = "web";
+/// While an instance starts, checks run at least this often, so a rollout
+/// does not wait a whole interval per `rise` (HAProxy's `fastinter`).
+const STARTING_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
-struct Life {
-    spec: DesiredInstance,
+/// One instance, from first start to final stop.
+pub struct Life {
+    spec: watch::Receiver<DesiredInstance>,
     config: Arc<AgentConfig>,
+    client: Client,
     actual: Actual,
     logs: LogShipper,
     control: watch::Receiver<Control>,
     state: Instance,
+    checker: Checker,
 }
 
 /// Runs until told to stop; removes the instance from the actual state when
 /// its process is gone.
-pub async fn run(
-    spec: DesiredInstance,
-    config: Arc<AgentConfig>,
-    actual: Actual,
-    logs: LogShipper,
-    control: watch::Receiver<Control>,
-) {
-    let state = Instance {
-        app: spec.app.clone(),
-        release: spec.release,
-        process_type: spec.process_type.clone(),
-        index: spec.index,
-        node: config.node.clone(),
-        state: InstanceState::Starting,
-        addr: None,
-        pid: None,
-        started_at: None,
-        restarts: 0,
-        last_exit: None,
-        next_restart_at: None,
-    };
-    let mut life = Life {
-        spec,
-        config,
-        actual,
-        logs,
-        control,
-        state,
-    };
+pub async fn run(mut life: Life) {
     life.run().await;
-    life.actual.remove(&life.spec.key());
+    life.actual.remove(&life.spec().key());
 }
 
 impl Life {
-    fn dyno(&self) -> String {
-        format!("{}.{}", self.spec.process_type, self.spec.index)
+    pub fn new(
+        spec: watch::Receiver<DesiredInstance>,
+        config: Arc<AgentConfig>,
+        client: Client,
+        actual: Actual,
+        logs: LogShipper,
+        control: watch::Receiver<Control>,
+    ) -> Self {
+        let s = spec.borrow().clone();
+        let state = Instance {
+            app: s.app.clone(),
+            release: s.release,
+            process_type: s.process_type.clone(),
+            index: s.index,
+            generation: s.generation,
+            node: config.node.clone(),
+            state: InstanceState::Starting,
+            addr: None,
+            pid: None,
+            started_at: None,
+            restarts: 0,
+            last_exit: None,
+            next_restart_at: None,
+            health: None,
+        };
+        Self {
+            spec,
+            config,
+            client,
+            actual,
+            logs,
+            control,
+            state,
+            checker: Checker::new(),
+        }
     }
 
-    fn event(&self, line: String) {
+    fn spec(&self) -> DesiredInstance {
+        self.spec.borrow().clone()
+    }
+
+    fn healthcheck(&self) -> Option<HealthCheck> {
+        self.spec.borrow().healthcheck.clone()
+    }
+
+    fn dyno(&self) -> String {
+        format!("{}.{}", self.state.process_type, self.state.index)
+    }
+
+    fn event(&self, kind: EventKind, line: String) {
         self.logs.send(NewLogLine {
-            app: self.spec.app.clone(),
+            app: self.state.app.clone(),
             ts: berth_model::now_millis(),
             source: "berth".into(),
             scope: None,
-            line: format!("{} (v{}): {line}", self.dyno(), self.spec.release),
+            line: format!("{} (v{}): {line}", self.dyno(), self.state.release),
+            event: Some(kind),
         });
     }
 
-    fn publish(&self) {
-        self.actual.set(self.state.clone());
+    fn publish(&self) -> u64 {
+        self.actual.set(self.state.clone())
     }
 
     fn control(&self) -> Control {
@@ -120,11 +148,14 @@ impl Life {
             self.state.last_exit = Some(exit.clone());
             self.state.next_restart_at = Some(berth_model::now_millis() + delay.as_millis() as i64);
             self.publish();
-            self.event(format!(
-                "process {exit}; restarting in {:.1}s (restart {})",
-                delay.as_secs_f64(),
-                self.state.restarts
-            ));
+            self.event(
+                EventKind::InstanceCrashed,
+                format!(
+                    "process {exit}; restarting in {:.1}s (restart {})",
+                    delay.as_secs_f64(),
+                    self.state.restarts
+                ),
+            );
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = until_not_run(&mut self.control) => return,
@@ -133,35 +164,41 @@ impl Life {
     }
 
     fn start(&mut self) -> std::io::Result<Child> {
-        let port = if self.spec.process_type == WEB {
+        let spec = self.spec();
+        let port = if spec.process_type == WEB {
             Some(spawn::free_port()?)
         } else {
             None
         };
-        let dir = std::path::PathBuf::from(&self.spec.dir);
+        let dir = std::path::PathBuf::from(&spec.dir);
         let dyno = self.dyno();
-        let home = self.config.data_dir.join("homes").join(&self.spec.app);
+        let home = self.config.data_dir.join("homes").join(&spec.app);
         let mut child = spawn::spawn(&ProcessSpec {
-            command: &self.spec.command,
+            command: &spec.command,
             dir: &dir,
-            env: &self.spec.env,
+            env: &spec.env,
             dyno: &dyno,
             port,
             home,
         })?;
-        spawn::forward_output(&mut child, &self.spec.app, &dyno, None, &self.logs);
+        spawn::forward_output(&mut child, &spec.app, &dyno, None, &self.logs);
         self.state.state = InstanceState::Starting;
         self.state.pid = child.id();
         self.state.started_at = Some(berth_model::now_millis());
         self.state.next_restart_at = None;
+        self.state.health = None;
         self.state.addr = port.map(|p| format!("{}:{p}", self.config.advertise_ip));
         self.publish();
-        self.event(format!("starting `{}`", self.spec.command));
+        self.event(
+            EventKind::InstanceStarting,
+            format!("starting `{}`", spec.command),
+        );
         Ok(child)
     }
 
     /// Watches a started process. Returns how it ended when it died on its
-    /// own, or `None` when it was stopped on request.
+    /// own (or was restarted for failing its health check), or `None` when
+    /// it was stopped on request.
     async fn supervise(&mut self, child: Child) -> Option<String> {
         let pid = child.id();
         let mut child = match self.wait_ready(child).await {
@@ -169,47 +206,135 @@ impl Life {
             Ready::Ended(exit) => return exit,
         };
         self.state.state = InstanceState::Up;
+        self.state.health = self.healthcheck().map(|_| "passing".to_string());
         self.publish();
-        self.event("up".into());
-        let exited = tokio::select! {
-            status = child.wait() => Some(status),
-            _ = until_not_run(&mut self.control) => None,
-        };
-        match exited {
-            Some(status) => Some(died(pid, status)),
-            None => {
-                self.stop(child).await;
-                None
+        self.event(EventKind::InstanceReady, "up".into());
+        let mut failures = 0u32;
+        loop {
+            let hc = self.healthcheck();
+            let interval = hc
+                .as_ref()
+                .map(|h| Duration::from_millis(h.interval_ms))
+                .unwrap_or(Duration::from_secs(3600));
+            let event = tokio::select! {
+                status = child.wait() => Watch::Died(status),
+                _ = until_not_run(&mut self.control) => Watch::Stop,
+                _ = tokio::time::sleep(interval), if hc.is_some() => Watch::Check,
+            };
+            match event {
+                Watch::Died(status) => return Some(died(pid, status)),
+                Watch::Stop => {
+                    self.stop(child).await;
+                    return None;
+                }
+                Watch::Check => {}
+            }
+            let Some(hc) = hc else { continue };
+            let addr = self.state.addr.clone().unwrap_or_default();
+            match self.checker.check(&addr, &self.spec().host, &hc).await {
+                Ok(()) if failures == 0 => {}
+                Ok(()) => {
+                    failures = 0;
+                    self.state.health = Some("passing".into());
+                    self.publish();
+                }
+                Err(why) => {
+                    failures += 1;
+                    self.state.health = Some(format!("failing ({failures} of {}): {why}", hc.fall));
+                    self.publish();
+                    if failures >= hc.fall {
+                        self.event(
+                            EventKind::HealthFailed,
+                            format!("failed {failures} health checks in a row ({why}); restarting"),
+                        );
+                        // Unhealthy: out of the routes at once, then stopped.
+                        self.state.state = InstanceState::Stopping;
+                        self.publish();
+                        self.terminate(child).await;
+                        return Some(format!("failed {failures} health checks in a row ({why})"));
+                    }
+                }
             }
         }
     }
 
-    /// Waits until a web process accepts connections on its port (other
-    /// types are ready once started).
+    /// Waits until a web process accepts connections on its port and passes
+    /// its health check `rise` times in a row (other types are ready once
+    /// started).
     async fn wait_ready(&mut self, mut child: Child) -> Ready {
         let Some(addr) = self.state.addr.clone() else {
             return Ready::Up(child);
         };
         let deadline = Instant::now() + self.config.ready_timeout;
         let pid = child.id();
+        let mut listening = false;
+        let mut passes = 0u32;
+        let mut last_failure = String::new();
         loop {
-            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-                return Ready::Up(child);
+            let hc = self.healthcheck();
+            if !listening {
+                listening = tokio::net::TcpStream::connect(&addr).await.is_ok();
+            }
+            if listening {
+                match &hc {
+                    None => return Ready::Up(child),
+                    Some(hc) => match self.checker.check(&addr, &self.spec().host, hc).await {
+                        Ok(()) => {
+                            passes += 1;
+                            if passes >= hc.rise {
+                                return Ready::Up(child);
+                            }
+                            self.state.health =
+                                Some(format!("checking ({passes} of {} passed)", hc.rise));
+                            self.publish();
+                        }
+                        Err(why) => {
+                            passes = 0;
+                            if why != last_failure {
+                                self.state.health = Some(format!("checking: {why}"));
+                                self.publish();
+                            }
+                            last_failure = why;
+                        }
+                    },
+                }
             }
             if Instant::now() >= deadline {
-                self.event(format!(
-                    "did not listen on PORT ({addr}) within {}s — does the web command bind to $PORT (e.g. gunicorn --bind 0.0.0.0:$PORT)?",
-                    self.config.ready_timeout.as_secs()
-                ));
+                let (why, exit) = if listening {
+                    (
+                        format!(
+                            "did not pass its health check GET {} within {}s (last: {last_failure})",
+                            hc.map(|h| h.path).unwrap_or_default(),
+                            self.config.ready_timeout.as_secs()
+                        ),
+                        "did not pass its health check in time".to_string(),
+                    )
+                } else {
+                    (
+                        format!(
+                            "did not listen on PORT ({addr}) within {}s — does the web command bind to $PORT (e.g. gunicorn --bind 0.0.0.0:$PORT)?",
+                            self.config.ready_timeout.as_secs()
+                        ),
+                        "did not listen on PORT in time".to_string(),
+                    )
+                };
+                self.event(EventKind::InstanceCrashed, why);
                 if let Some(pid) = pid {
                     spawn::signal_group(pid, Signal::SIGKILL);
                 }
                 let _ = child.wait().await;
-                return Ready::Ended(Some("did not listen on PORT in time".into()));
+                return Ready::Ended(Some(exit));
             }
+            let pause = if listening {
+                hc.map(|h| Duration::from_millis(h.interval_ms))
+                    .unwrap_or_default()
+                    .min(STARTING_CHECK_INTERVAL)
+            } else {
+                Duration::from_millis(50)
+            };
             let event = tokio::select! {
                 status = child.wait() => Some(Some(status)),
-                _ = tokio::time::sleep(Duration::from_millis(50)) => None,
+                _ = tokio::time::sleep(pause) => None,
                 _ = until_not_run(&mut self.control) => Some(None),
             };
             match event {
@@ -225,17 +350,42 @@ impl Life {
 
     /// Drain (when asked), then SIGTERM the group, wait the grace period,
     /// then SIGKILL.
-    async fn stop(&mut self, mut child: Child) {
-        if self.control() == Control::Drain {
-            self.state.state = InstanceState::Draining;
-            self.publish();
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.drain_delay) => {}
-                _ = until(&mut self.control, Control::Stop) => {}
-            }
+    async fn stop(&mut self, child: Child) {
+        if self.control() == Control::Drain && self.state.state == InstanceState::Up {
+            self.drain().await;
         }
         self.state.state = InstanceState::Stopping;
         self.publish();
+        self.terminate(child).await;
+    }
+
+    /// Takes the instance out of rotation and waits until every router has
+    /// confirmed it routes by a table without it — so no new request can
+    /// reach it — or the drain timeout passes. Requests already in flight
+    /// finish during the graceful stop that follows (gunicorn, uvicorn and
+    /// granian all finish them on SIGTERM).
+    async fn drain(&mut self) {
+        self.state.state = InstanceState::Draining;
+        let version = self.publish();
+        self.event(EventKind::InstanceDraining, "draining".into());
+        let timeout = self.config.drain_timeout;
+        let confirmed = tokio::select! {
+            r = tokio::time::timeout(timeout, routers_confirm(&self.actual, &self.client, version)) => r.is_ok(),
+            _ = until(&mut self.control, Control::Stop) => true,
+        };
+        if !confirmed {
+            self.event(
+                EventKind::InstanceDraining,
+                format!(
+                    "not every router confirmed within {}s that it stopped sending requests; stopping anyway",
+                    timeout.as_secs()
+                ),
+            );
+        }
+    }
+
+    /// SIGTERM, grace, SIGKILL; then the whole group goes.
+    async fn terminate(&mut self, mut child: Child) {
         let Some(pid) = child.id() else {
             return;
         };
@@ -255,8 +405,34 @@ impl Life {
         };
         // Whatever the leader left behind goes too.
         spawn::signal_group(pid, Signal::SIGKILL);
-        self.event(format!("stopped ({status})"));
+        self.event(EventKind::InstanceStopped, format!("stopped ({status})"));
     }
+}
+
+/// Resolves once the server has taken the report carrying state `version`
+/// and every live router has applied the revision it answered.
+async fn routers_confirm(actual: &Actual, client: &Client, version: u64) {
+    let revision = actual.reported(version).await;
+    loop {
+        match client
+            .routers_applied(revision, Duration::from_secs(5))
+            .await
+        {
+            Ok(a) if a.applied => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!("waiting for routers to confirm a drain: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// What interrupted the watch over an up instance.
+enum Watch {
+    Died(std::io::Result<std::process::ExitStatus>),
+    Stop,
+    Check,
 }
 
 /// Resolves once the supervisor wants anything but `Run` (or is gone).

@@ -51,6 +51,20 @@ impl Jobs {
                 tokio::spawn(async move { me.build(job).await });
             }
         }
+        for gone in &desired.collected_builds {
+            if self.first_time(format!("collect {}", gone.build_id)) {
+                let dir = self.build_dir(&gone.app, &gone.build_id);
+                tokio::spawn(async move {
+                    match tokio::fs::remove_dir_all(&dir).await {
+                        Ok(()) => tracing::info!("removed collected build {}", dir.display()),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            tracing::warn!("cannot remove collected build {}: {e}", dir.display())
+                        }
+                    }
+                });
+            }
+        }
         for job in &desired.release_phases {
             if self.first_time(format!("release {} {}", job.app, job.release)) {
                 let me = self.clone();
@@ -67,6 +81,7 @@ impl Jobs {
             source: source.into(),
             scope: Some(scope.into()),
             line: line.into(),
+            event: None,
         });
     }
 
@@ -101,13 +116,13 @@ impl Jobs {
         }
     }
 
+    /// Where build `id` of `app` is built and its artifact kept.
+    fn build_dir(&self, app: &str, id: &str) -> PathBuf {
+        self.config.data_dir.join("builds").join(app).join(id)
+    }
+
     async fn run_build(&self, job: &BuildJob) -> Result<berth_model::Artifact, String> {
-        let dest = self
-            .config
-            .data_dir
-            .join("builds")
-            .join(&job.app)
-            .join(&job.build_id);
+        let dest = self.build_dir(&job.app, &job.build_id);
         let _ = tokio::fs::remove_dir_all(&dest).await;
         tokio::fs::create_dir_all(&dest)
             .await

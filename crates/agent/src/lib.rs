@@ -9,14 +9,16 @@
 //! - [`run`] and [`AgentConfig`]: the entry point and its settings.
 //! - `supervisor`: reconciles desired instances against running ones,
 //!   replacing old releases only once new instances are up.
-//! - `instance`: one instance's life: spawn, readiness, restart with
-//!   backoff, drain, stop.
+//! - `instance`: one instance's life: spawn, readiness and health checks,
+//!   restart with backoff, drain confirmed by the routers, stop.
+//! - `health`: the HTTP health check.
 //! - `spawn`: how an app process is started — the one place where per-app
 //!   users and cgroups will be applied.
 //! - `jobs`: builds and release phases.
 //! - `actual`: the node's actual state and the task reporting it.
 
 mod actual;
+mod health;
 mod instance;
 mod jobs;
 mod spawn;
@@ -49,9 +51,9 @@ pub struct AgentConfig {
     pub advertise_ip: IpAddr,
     /// Between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
-    /// How long a replaced instance stays out of rotation before SIGTERM, so
-    /// routers stop picking it first.
-    pub drain_delay: Duration,
+    /// The longest a draining instance waits for every router to confirm it
+    /// is out of their tables before it is stopped anyway.
+    pub drain_timeout: Duration,
     /// A web process must listen on `PORT` within this time.
     pub ready_timeout: Duration,
     /// First restart delay after a crash; doubles per crash in a row.
@@ -72,7 +74,7 @@ impl AgentConfig {
             uv_cache_dir: None,
             advertise_ip: IpAddr::from([127, 0, 0, 1]),
             stop_grace: Duration::from_secs(10),
-            drain_delay: Duration::from_millis(500),
+            drain_timeout: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(60),
             restart_backoff: Duration::from_millis(500),
             restart_backoff_max: Duration::from_secs(60),
@@ -112,6 +114,7 @@ pub async fn run(
     ));
     let supervisor = tokio::spawn(supervisor::run(
         config.clone(),
+        client.clone(),
         actual.clone(),
         logs.clone(),
         desired_rx,

@@ -91,6 +91,7 @@ pub fn forward_output(
         source: source.clone(),
         scope: scope.clone(),
         line,
+        event: None,
     };
     let (a, b) = (
         pipe(out, line.clone(), logs.clone()),

@@ -1,31 +1,33 @@
 //! Reconciles the desired instances with the running ones.
 //!
-//! Replacement rule, per app and process type: an instance that is no longer
-//! desired keeps running while fewer desired instances of its group are up
-//! than are wanted; each desired instance that comes up releases one old
-//! instance, which is drained and stopped. So a new release replaces the old
-//! one instance by instance, and a release whose instances never come up
-//! (crash loop, wrong port) never takes the old one down.
+//! The control plane plans rollouts (which old instances stay while new ones
+//! come up), so the rule here is plain: start what is desired and not
+//! running, drain what is running and not desired. Changes to a running
+//! instance's settings that need no restart (its health check) are passed on.
+//! An instance wanted again while it drains is started anew once stopped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use berth_client::logs::LogShipper;
-use berth_model::{DesiredInstance, InstanceKey, InstanceState, NodeDesired};
+use berth_client::Client;
+use berth_model::{DesiredInstance, InstanceKey, NodeDesired};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::actual::Actual;
-use crate::instance::{self, Control};
+use crate::instance::{self, Control, Life};
 use crate::AgentConfig;
 
 struct Handle {
     control: watch::Sender<Control>,
+    spec: watch::Sender<DesiredInstance>,
     task: JoinHandle<()>,
 }
 
 pub async fn run(
     config: Arc<AgentConfig>,
+    client: Client,
     actual: Actual,
     logs: LogShipper,
     mut desired: watch::Receiver<Option<NodeDesired>>,
@@ -38,9 +40,48 @@ pub async fn run(
             .as_ref()
             .map(|d| d.instances.iter().map(|i| (i.key(), i.clone())).collect())
             .unwrap_or_default();
-        reconcile(&config, &actual, &logs, &wanted, &mut running);
+        running.retain(|_, h| !h.task.is_finished());
+        for (key, spec) in &wanted {
+            match running.get(key) {
+                Some(h) => {
+                    h.spec.send_if_modified(|s| {
+                        let changed = s != spec;
+                        *s = spec.clone();
+                        changed
+                    });
+                }
+                None => {
+                    let (control, control_rx) = watch::channel(Control::Run);
+                    let (spec_tx, spec_rx) = watch::channel(spec.clone());
+                    let life = Life::new(
+                        spec_rx,
+                        config.clone(),
+                        client.clone(),
+                        actual.clone(),
+                        logs.clone(),
+                        control_rx,
+                    );
+                    let task = tokio::spawn(instance::run(life));
+                    running.insert(
+                        key.clone(),
+                        Handle {
+                            control,
+                            spec: spec_tx,
+                            task,
+                        },
+                    );
+                }
+            }
+        }
+        for (key, h) in &running {
+            if !wanted.contains_key(key) && *h.control.borrow() == Control::Run {
+                h.control.send_replace(Control::Drain);
+            }
+        }
         tokio::select! {
             r = desired.changed() => if r.is_err() { break },
+            // An instance that finished stopping may be wanted again (scaled
+            // back up while it drained): start it anew.
             _ = actual.changed_for_supervisor() => {}
             _ = crate::stopped(&mut stop) => break,
         }
@@ -50,62 +91,5 @@ pub async fn run(
     }
     for (_, h) in running.drain() {
         let _ = h.task.await;
-    }
-}
-
-fn reconcile(
-    config: &Arc<AgentConfig>,
-    actual: &Actual,
-    logs: &LogShipper,
-    wanted: &BTreeMap<InstanceKey, DesiredInstance>,
-    running: &mut HashMap<InstanceKey, Handle>,
-) {
-    running.retain(|_, h| !h.task.is_finished());
-    for (key, spec) in wanted {
-        if !running.contains_key(key) {
-            let (control, rx) = watch::channel(Control::Run);
-            let task = tokio::spawn(instance::run(
-                spec.clone(),
-                config.clone(),
-                actual.clone(),
-                logs.clone(),
-                rx,
-            ));
-            running.insert(key.clone(), Handle { control, task });
-        }
-    }
-    // Old instances that may keep running, per (app, process type).
-    let mut room: HashMap<(String, String), usize> = HashMap::new();
-    for key in wanted.keys() {
-        let up = actual
-            .get(key)
-            .is_some_and(|i| i.state == InstanceState::Up);
-        if !up {
-            *room
-                .entry((key.app.clone(), key.process_type.clone()))
-                .or_default() += 1;
-        }
-    }
-    let mut old: Vec<(&InstanceKey, &Handle)> = running
-        .iter()
-        .filter(|(k, h)| !wanted.contains_key(*k) && *h.control.borrow() == Control::Run)
-        .collect();
-    // Up instances first (they are the ones worth keeping), newest release first.
-    old.sort_by_key(|(k, _)| {
-        let up = actual.get(k).is_some_and(|i| i.state == InstanceState::Up);
-        (!up, std::cmp::Reverse(k.release), k.index)
-    });
-    for (key, handle) in old {
-        let up = actual
-            .get(key)
-            .is_some_and(|i| i.state == InstanceState::Up);
-        let slot = room
-            .entry((key.app.clone(), key.process_type.clone()))
-            .or_default();
-        if up && *slot > 0 {
-            *slot -= 1;
-        } else {
-            handle.control.send_replace(Control::Drain);
-        }
     }
 }

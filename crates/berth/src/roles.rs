@@ -29,6 +29,14 @@ pub struct ControlPlaneArgs {
     /// Largest source archive `berth deploy` may upload (e.g. 100MB).
     #[arg(long, env = "BERTH_MAX_SOURCE_SIZE", default_value = "100MB", value_parser = parse_size)]
     pub max_source_size: u64,
+    /// Succeeded builds kept per app for rollbacks (besides those in use);
+    /// older ones are deleted.
+    #[arg(long, env = "BERTH_KEEP_BUILDS", default_value_t = 5)]
+    pub keep_builds: usize,
+    /// A rollout that brings no new instance up for this long fails and
+    /// leaves the live release serving (e.g. 120s, 5m).
+    #[arg(long, env = "BERTH_ROLLOUT_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub rollout_timeout: std::time::Duration,
 }
 
 /// `berth up`.
@@ -55,6 +63,10 @@ pub struct AgentTuning {
     /// Seconds between SIGTERM and SIGKILL when stopping an app process.
     #[arg(long, env = "BERTH_STOP_GRACE", default_value_t = 10)]
     pub stop_grace: u64,
+    /// The longest a draining instance waits for every router to confirm it
+    /// no longer sends it requests (e.g. 10s).
+    #[arg(long, env = "BERTH_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: std::time::Duration,
 }
 
 /// `berth server`.
@@ -94,6 +106,15 @@ pub struct RouterArgs {
     /// Address to serve on when following a server.
     #[arg(long, env = "BERTH_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// This router's name, unique among routers: drains wait for each named
+    /// router to confirm [default: router@HOSTNAME].
+    #[arg(long, env = "BERTH_ROUTER_NAME")]
+    pub name: Option<String>,
+}
+
+/// Parses `10s`, `500ms`, `2m`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    berth_model::parse_duration_ms(s).map(std::time::Duration::from_millis)
 }
 
 /// Parses `100MB`, `512KB`, `1GB`, or plain bytes.
@@ -175,20 +196,38 @@ fn router_url(addr: SocketAddr) -> String {
     }
 }
 
+/// The key sealing app secrets: `BERTH_SECRET_KEY`, else the key file in
+/// the data dir (created on first start, mode 0600).
+fn secret_key(data_dir: &Path) -> anyhow::Result<berth_secrets::SecretKey> {
+    let env = match std::env::var(berth_secrets::KEY_ENV) {
+        Ok(v) => Some(v),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => bail!(
+            "{} is not valid text; it must hold a base64 key (head -c 32 /dev/urandom | base64)",
+            berth_secrets::KEY_ENV
+        ),
+    };
+    let path = data_dir.join(berth_secrets::KEY_FILE_NAME);
+    Ok(berth_secrets::SecretKey::resolve(env.as_deref(), &path)?)
+}
+
 fn server_config(
     args: &ControlPlaneArgs,
     data_dir: &Path,
     token: String,
     router_url: Option<String>,
-) -> berth_server::ServerConfig {
-    berth_server::ServerConfig {
+) -> anyhow::Result<berth_server::ServerConfig> {
+    Ok(berth_server::ServerConfig {
         apps_domain: args.apps_domain.clone(),
         router_url,
         max_source_bytes: args.max_source_size,
         sources_dir: data_dir.join("sources"),
         admin_token: token,
+        keep_builds: args.keep_builds,
+        rollout_timeout: args.rollout_timeout,
+        secret_key: Some(secret_key(data_dir)?),
         ..Default::default()
-    }
+    })
 }
 
 fn agent_config(node: String, data_dir: &Path, t: &AgentTuning) -> berth_agent::AgentConfig {
@@ -196,6 +235,7 @@ fn agent_config(node: String, data_dir: &Path, t: &AgentTuning) -> berth_agent::
     c.uv = t.uv.clone();
     c.uv_cache_dir = t.uv_cache_dir.clone();
     c.stop_grace = std::time::Duration::from_secs(t.stop_grace);
+    c.drain_timeout = t.drain_timeout;
     c
 }
 
@@ -232,35 +272,39 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         )?;
     }
 
+    let config = server_config(
+        &args.control,
+        &data_dir,
+        token.clone(),
+        Some(router_url.clone()),
+    )?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let server_stop = Shutdown::new();
     let server = tokio::spawn(berth_server::run(
         api,
         Arc::new(store),
-        server_config(
-            &args.control,
-            &data_dir,
-            token.clone(),
-            Some(router_url.clone()),
-        ),
+        config,
         server_stop.wait(),
     ));
 
     let client = Client::new(&api_url, Some(token))?;
     let logs = LogShipper::spawn(client.clone());
+    let node = hostname();
     let agent = tokio::spawn(berth_agent::run(
         client.clone(),
-        agent_config(hostname(), &data_dir, &args.agent),
+        agent_config(node.clone(), &data_dir, &args.agent),
         logs.clone(),
         shutdown.wait(),
     ));
     let routes = berth_router::Routes::new();
-    tokio::spawn(berth_router::follow_control_plane(
-        client,
-        routes.clone(),
-        shutdown.wait(),
-    ));
+    let routes_follow = routes.clone();
+    let shutdown_follow = shutdown.wait();
+    let router_name = format!("router@{node}");
+    tokio::spawn(async move {
+        berth_router::follow_control_plane_as(&router_name, client, routes_follow, shutdown_follow)
+            .await
+    });
     let router_config = berth_router::RouterConfig {
         apps_domain: args.control.apps_domain.clone(),
         ..Default::default()
@@ -301,18 +345,13 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot open the database in {}", data_dir.display()))?;
     let token = admin_token(&data_dir)?;
+    let config = server_config(&args.control, &data_dir, token, args.router_url)?;
     let api = bind(args.control.api_listen, "API", "--api-listen").await?;
     println!("Berth server listening on http://{}", api.local_addr()?);
     println!("Admin token: in {}", data_dir.join("admin-token").display());
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
-    berth_server::run(
-        api,
-        Arc::new(store),
-        server_config(&args.control, &data_dir, token, args.router_url),
-        shutdown.wait(),
-    )
-    .await?;
+    berth_server::run(api, Arc::new(store), config, shutdown.wait()).await?;
     Ok(())
 }
 
@@ -380,11 +419,16 @@ pub async fn router(
         }
         None => {
             let client = remote_client(url, token)?;
-            tokio::spawn(berth_router::follow_control_plane(
-                client.clone(),
-                routes.clone(),
-                shutdown.wait(),
-            ));
+            let name = args
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("router@{}", hostname()));
+            let (follow_client, follow_routes, stop) =
+                (client.clone(), routes.clone(), shutdown.wait());
+            tokio::spawn(async move {
+                berth_router::follow_control_plane_as(&name, follow_client, follow_routes, stop)
+                    .await
+            });
             (
                 bind(args.listen, "router", "--listen").await?,
                 Some(LogShipper::spawn(client)),

@@ -71,6 +71,7 @@ pub async fn apps(client: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `crashed (restarts: 7, next in 40s)`, `up`, …
 fn state_text(i: &Instance) -> String {
     match i.state {
         InstanceState::Crashed => {
@@ -79,14 +80,11 @@ fn state_text(i: &Instance) -> String {
                 .map(|t| {
                     format!(
                         ", next in {}s",
-                        ((t - berth_model::now_millis()) / 1000).max(0)
+                        ((t - berth_model::now_millis() + 999) / 1000).max(0)
                     )
                 })
                 .unwrap_or_default();
-            format!(
-                "crashed ({}{next})",
-                i.last_exit.as_deref().unwrap_or("exited")
-            )
+            format!("crashed (restarts: {}{next})", i.restarts)
         }
         s => s.as_str().to_string(),
     }
@@ -123,6 +121,7 @@ pub async fn ps(client: &Client, app: &str, as_json: bool) -> anyhow::Result<()>
                     .map(age)
                     .unwrap_or_else(|| "-".into()),
                 i.restarts.to_string(),
+                i.health.clone().unwrap_or_else(|| "-".into()),
                 i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 i.node.clone(),
             ]
@@ -130,11 +129,62 @@ pub async fn ps(client: &Client, app: &str, as_json: bool) -> anyhow::Result<()>
         .collect::<Vec<_>>();
     table(
         &[
-            "INSTANCE", "RELEASE", "STATE", "PORT", "UPTIME", "RESTARTS", "PID", "NODE",
+            "INSTANCE", "RELEASE", "STATE", "PORT", "UPTIME", "RESTARTS", "HEALTH", "PID", "NODE",
         ],
         &rows,
     );
+    let exits: Vec<String> = instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Crashed)
+        .filter_map(|i| {
+            Some(format!(
+                "{} (v{}): {}",
+                i.name(),
+                i.release,
+                i.last_exit.as_deref()?
+            ))
+        })
+        .collect();
+    if !exits.is_empty() {
+        println!("\nLast exits:");
+        for e in exits {
+            println!("  {e}");
+        }
+    }
     Ok(())
+}
+
+/// `berth events [-f]`.
+pub async fn events(client: &Client, app: &str, follow: bool, as_json: bool) -> anyhow::Result<()> {
+    let mut cursor = 0;
+    loop {
+        let wait = if follow {
+            Duration::from_secs(25)
+        } else {
+            Duration::ZERO
+        };
+        let page = match client.events(app, cursor, wait).await {
+            Ok(p) => p,
+            Err(e) if follow && e.is_transient() => {
+                eprintln!("(lost the server: {e}; retrying)");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for e in &page.lines {
+            if as_json {
+                println!("{}", serde_json::to_string(e)?);
+            } else {
+                let kind = e.event.map(|k| k.as_str()).unwrap_or("-");
+                println!("{} {kind}: {}", timestamp(e.ts), e.line);
+            }
+        }
+        cursor = page.cursor;
+        if !follow && page.lines.is_empty() {
+            return Ok(());
+        }
+    }
 }
 
 pub fn print_log_line(l: &LogLine) {

@@ -1,19 +1,15 @@
 //! `berth deploy`: pack, upload, follow the build and the release phase live,
-//! then wait until the new release's web instances are up.
+//! then follow the rollout until the release is live and routed (or failed,
+//! with the failing instance's last output).
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use berth_client::Client;
-use berth_model::{BuildStatus, InstanceState, LogLine, ReleaseStatus};
+use berth_model::{BuildStatus, LogLine, ReleaseStatus};
 
 use crate::output::human_size;
-
-/// How long the new release's instances get to come up.
-const START_DEADLINE: Duration = Duration::from_secs(120);
-/// Crashes of a new instance before `deploy` calls it a crash loop.
-const CRASH_LOOP: u32 = 3;
 
 /// Prints the build's log lines after `cursor`, returns the new cursor.
 async fn follow(
@@ -76,82 +72,37 @@ pub async fn deploy(client: &Client, app: &str, dir: &Path) -> anyhow::Result<()
         .release
         .context("the server reported a successful build without a release")?;
 
+    // The release phase's output comes under the build's scope.
     loop {
         let r = client.release(app, version).await?;
         cursor = follow(client, app, &build.id, cursor, Duration::ZERO).await?;
         match r.status {
-            ReleaseStatus::Live => break,
-            ReleaseStatus::Failed => bail!(
+            ReleaseStatus::Pending | ReleaseStatus::Releasing => {
+                cursor = follow(client, app, &build.id, cursor, Duration::from_secs(1)).await?;
+            }
+            ReleaseStatus::Failed if !rolled(&r) => bail!(
                 "release v{version} failed in its release phase: {}\n{}",
                 r.error.as_deref().unwrap_or("see the output above"),
                 serving(&target)
             ),
-            ReleaseStatus::Superseded => {
-                println!("-----> v{version} was superseded by a newer release while it deployed");
-                return Ok(());
-            }
-            ReleaseStatus::Pending | ReleaseStatus::Releasing => {
-                cursor = follow(client, app, &build.id, cursor, Duration::from_secs(1)).await?;
-            }
+            _ => break,
         }
     }
-
+    crate::rollout::follow_release(client, app, version, target.current_release).await?;
     let app_now = client.app(app).await?;
-    let web = app_now.formation.get("web").copied().unwrap_or(0);
-    if web > 0 {
-        println!("-----> Starting v{version}: waiting for {web} web instance(s)");
-        wait_for_web(client, app, version, web).await?;
-    }
     println!("-----> v{version} deployed to {}", app_now.url);
     Ok(())
+}
+
+/// Whether a failed release got as far as rolling out (its error names an
+/// instance) rather than failing its release phase.
+fn rolled(r: &berth_model::Release) -> bool {
+    r.error.as_deref().is_some_and(|e| e.contains(" of v"))
 }
 
 fn serving(app: &berth_model::App) -> String {
     match app.current_release {
         Some(v) => format!("v{v} keeps serving."),
         None => "the app has no live release yet.".into(),
-    }
-}
-
-async fn wait_for_web(client: &Client, app: &str, version: u32, want: u32) -> anyhow::Result<()> {
-    let deadline = Instant::now() + START_DEADLINE;
-    loop {
-        let instances: Vec<_> = client
-            .instances(app)
-            .await?
-            .into_iter()
-            .filter(|i| i.release == version && i.process_type == "web")
-            .collect();
-        let up = instances
-            .iter()
-            .filter(|i| i.state == InstanceState::Up)
-            .count() as u32;
-        if up >= want {
-            return Ok(());
-        }
-        if let Some(bad) = instances.iter().find(|i| i.restarts >= CRASH_LOOP) {
-            let source = bad.name();
-            let tail = client
-                .logs(app, None, Some(200), Duration::ZERO, None)
-                .await?
-                .lines
-                .into_iter()
-                .filter(|l| l.source == source)
-                .map(|l| format!("    {}", l.line))
-                .collect::<Vec<_>>();
-            let tail = &tail[tail.len().saturating_sub(20)..];
-            bail!(
-                "v{version}'s {source} keeps crashing ({}); the previous release keeps serving while it does.\nLast output of {source}:\n{}",
-                bad.last_exit.as_deref().unwrap_or("exited"),
-                tail.join("\n")
-            );
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "v{version}'s web instances did not come up within {}s ({up} of {want} up); see `berth logs --app {app}`",
-                START_DEADLINE.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

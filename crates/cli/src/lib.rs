@@ -7,13 +7,18 @@
 //!   `~/.config/berth/config.toml`).
 //! - `pack`: the source archive of `berth deploy`, honouring `.gitignore`.
 //! - `deploy`: upload, follow the build and release, wait for instances.
-//! - `commands`: apps, ps, logs, releases, domains.
+//! - `commands`: apps, ps, logs, events, releases, domains, scale.
+//! - `config`: config vars, secrets, rollback, restart, health check and
+//!   rollout policy.
+//! - `rollout`: following a rollout until it is live and routed, or failed.
 //! - `output`: tables and times for people, JSON for scripts.
 
 mod commands;
+mod config;
 mod deploy;
 mod output;
 mod pack;
+mod rollout;
 pub mod settings;
 
 use std::path::PathBuf;
@@ -83,6 +88,133 @@ pub enum Command {
     /// Manage custom domains routed to an app.
     #[command(subcommand)]
     Domains(DomainsCommand),
+    /// Show config vars (secrets by name only, unless --reveal), or change
+    /// them: each change makes a new release and rolls it out.
+    Config {
+        #[command(subcommand)]
+        change: Option<ConfigCommand>,
+        #[command(flatten)]
+        app: AppArg,
+        /// Show secret values too.
+        #[arg(long)]
+        reveal: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set or unset secrets: like config vars, but encrypted at rest and
+    /// never printed back (except by `berth config --reveal`).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Make a new release with an earlier release's build and config, and
+    /// roll it out (no rebuild, no release phase).
+    Rollback {
+        /// The release to go back to, e.g. v2.
+        version: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Replace the app's instances with fresh ones, one by one.
+    Restart {
+        /// Process types to restart [default: all].
+        process_types: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Show or set the HTTP health check of web instances.
+    Healthcheck {
+        #[command(subcommand)]
+        change: Option<HealthcheckCommand>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Show or set how rollouts replace instances.
+    Rollout {
+        #[command(flatten)]
+        app: AppArg,
+        /// Instances above the formation a rollout may start.
+        #[arg(long)]
+        surge: Option<u32>,
+        /// Instances below the formation a rollout may leave down.
+        #[arg(long)]
+        unavailable: Option<u32>,
+        /// Process types whose old instances stop before new ones start
+        /// (e.g. a scheduler that must never run twice).
+        #[arg(long, value_delimiter = ',')]
+        no_overlap: Vec<String>,
+        /// Undo --no-overlap for these types.
+        #[arg(long, value_delimiter = ',')]
+        overlap: Vec<String>,
+    },
+    /// Show the app's events: releases, instances started, ready, drained,
+    /// crashed, health checks failed.
+    Events {
+        #[command(flatten)]
+        app: AppArg,
+        /// Keep printing new events as they come.
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Set NAME=VALUE pairs.
+    Set {
+        #[arg(required = true)]
+        pairs: Vec<String>,
+    },
+    /// Remove vars by name.
+    Unset {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretsCommand {
+    /// Set NAME=VALUE secrets.
+    Set {
+        #[arg(required = true)]
+        pairs: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Remove secrets by name.
+    Unset {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HealthcheckCommand {
+    /// Check PATH with GET; 2xx and 3xx pass.
+    Set {
+        /// e.g. /healthz
+        path: String,
+        /// Time between checks (e.g. 5s, 500ms).
+        #[arg(long, default_value = "5s", value_parser = parse_ms)]
+        interval: u64,
+        /// Longest a check may take.
+        #[arg(long, default_value = "2s", value_parser = parse_ms)]
+        timeout: u64,
+        /// Passes in a row before a new instance is up.
+        #[arg(long, default_value_t = 2)]
+        rise: u32,
+        /// Failures in a row before an instance is restarted.
+        #[arg(long, default_value_t = 3)]
+        fall: u32,
+    },
+    /// Remove the health check.
+    Off,
+}
+
+fn parse_ms(s: &str) -> Result<u64, String> {
+    berth_model::parse_duration_ms(s)
 }
 
 #[derive(Subcommand, Debug)]
@@ -150,5 +282,61 @@ pub async fn run(command: Command, settings: settings::Settings) -> anyhow::Resu
         Command::Releases { app, json } => commands::releases(&client, &app.app, json).await,
         Command::Domains(c) => commands::domains(&client, c).await,
         Command::Scale { counts, app } => commands::scale(&client, &app.app, &counts).await,
+        Command::Config {
+            change,
+            app,
+            reveal,
+            json,
+        } => match change {
+            None => config::show(&client, &app.app, reveal, json).await,
+            Some(ConfigCommand::Set { pairs }) => {
+                config::change(&client, &app.app, &pairs, &[], false).await
+            }
+            Some(ConfigCommand::Unset { names }) => {
+                config::change(&client, &app.app, &[], &names, false).await
+            }
+        },
+        Command::Secrets(SecretsCommand::Set { pairs, app }) => {
+            config::change(&client, &app.app, &pairs, &[], true).await
+        }
+        Command::Secrets(SecretsCommand::Unset { names, app }) => {
+            config::change(&client, &app.app, &[], &names, true).await
+        }
+        Command::Rollback { version, app } => config::rollback(&client, &app.app, &version).await,
+        Command::Restart { process_types, app } => {
+            config::restart(&client, &app.app, process_types).await
+        }
+        Command::Healthcheck { change, app } => match change {
+            None => config::healthcheck(&client, &app.app, None, false).await,
+            Some(HealthcheckCommand::Off) => {
+                config::healthcheck(&client, &app.app, None, true).await
+            }
+            Some(HealthcheckCommand::Set {
+                path,
+                interval,
+                timeout,
+                rise,
+                fall,
+            }) => {
+                let hc = berth_model::HealthCheck {
+                    path,
+                    interval_ms: interval,
+                    timeout_ms: timeout,
+                    rise,
+                    fall,
+                };
+                config::healthcheck(&client, &app.app, Some(hc), false).await
+            }
+        },
+        Command::Rollout {
+            app,
+            surge,
+            unavailable,
+            no_overlap,
+            overlap,
+        } => config::policy(&client, &app.app, surge, unavailable, no_overlap, overlap).await,
+        Command::Events { app, follow, json } => {
+            commands::events(&client, &app.app, follow, json).await
+        }
     }
 }

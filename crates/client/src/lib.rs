@@ -365,27 +365,147 @@ impl Client {
     }
 
     /// `PUT /v1/nodes/{node}/instances`: the node's whole actual state.
-    pub async fn report(&self, node: &str, report: &NodeReport) -> Result<(), ClientError> {
-        self.send(
+    /// `PUT /v1/nodes/{node}/instances`: the node's whole actual state;
+    /// answers the revision that holds it.
+    pub async fn report(
+        &self,
+        node: &str,
+        report: &NodeReport,
+    ) -> Result<ReportAnswer, ClientError> {
+        self.json(
             self.request(
                 Method::PUT,
                 &format!("/v1/nodes/{node}/instances"),
                 CALL_TIMEOUT,
             )
             .json(report),
+            "report",
         )
         .await
-        .map(drop)
     }
 
-    /// `GET /v1/routes`: waits up to `wait` for a revision after `after`.
-    pub async fn routes(&self, after: Revision, wait: Duration) -> Result<RouteTable, ClientError> {
+    /// `GET /v1/routes`: waits up to `wait` for a revision after `after`;
+    /// `router` names the caller, whose poll acknowledges `after`.
+    pub async fn routes(
+        &self,
+        after: Revision,
+        wait: Duration,
+        router: Option<&str>,
+    ) -> Result<RouteTable, ClientError> {
+        let mut path = format!("/v1/routes?after={after}&wait={}", wait.as_secs());
+        if let Some(name) = router {
+            path.push_str(&format!("&router={}", query_escape(name)));
+        }
+        self.long_poll(&path, wait).await
+    }
+
+    /// `GET /v1/routers/applied`: waits up to `wait` for every live router to
+    /// route by `revision` or later.
+    pub async fn routers_applied(
+        &self,
+        revision: Revision,
+        wait: Duration,
+    ) -> Result<RoutersApplied, ClientError> {
         self.long_poll(
-            &format!("/v1/routes?after={after}&wait={}", wait.as_secs()),
+            &format!(
+                "/v1/routers/applied?revision={revision}&wait={}",
+                wait.as_secs()
+            ),
             wait,
         )
         .await
     }
+
+    /// `GET /v1/apps/{app}/config`.
+    pub async fn config(&self, app: &str, reveal: bool) -> Result<ConfigAnswer, ClientError> {
+        self.get(&format!("/v1/apps/{app}/config?reveal={reveal}"))
+            .await
+    }
+
+    /// `PATCH /v1/apps/{app}/config` (or `/secrets`): sets and unsets vars.
+    pub async fn change_config(
+        &self,
+        app: &str,
+        change: &ConfigChange,
+        secrets: bool,
+    ) -> Result<ConfigAnswer, ClientError> {
+        let what = if secrets { "secrets" } else { "config" };
+        self.json(
+            self.request(
+                Method::PATCH,
+                &format!("/v1/apps/{app}/{what}"),
+                CALL_TIMEOUT,
+            )
+            .json(change),
+            what,
+        )
+        .await
+    }
+
+    /// `POST /v1/apps/{app}/rollback`.
+    pub async fn rollback(&self, app: &str, version: u32) -> Result<Release, ClientError> {
+        self.post(
+            &format!("/v1/apps/{app}/rollback"),
+            &RollbackRequest { version },
+        )
+        .await
+    }
+
+    /// `POST /v1/apps/{app}/restart`.
+    pub async fn restart(&self, app: &str, process_types: Vec<String>) -> Result<App, ClientError> {
+        self.post(
+            &format!("/v1/apps/{app}/restart"),
+            &RestartRequest { process_types },
+        )
+        .await
+    }
+
+    /// `PUT /v1/apps/{app}/settings`.
+    pub async fn set_settings(
+        &self,
+        app: &str,
+        settings: &AppSettings,
+    ) -> Result<App, ClientError> {
+        self.json(
+            self.request(
+                Method::PUT,
+                &format!("/v1/apps/{app}/settings"),
+                CALL_TIMEOUT,
+            )
+            .json(settings),
+            "settings",
+        )
+        .await
+    }
+
+    /// `GET /v1/apps/{app}/events`: events after `after`, waiting up to `wait`.
+    pub async fn events(
+        &self,
+        app: &str,
+        after: i64,
+        wait: Duration,
+    ) -> Result<LogPage, ClientError> {
+        self.long_poll(
+            &format!(
+                "/v1/apps/{app}/events?after={after}&wait={}",
+                wait.as_secs()
+            ),
+            wait,
+        )
+        .await
+    }
+}
+
+/// Percent-encodes what is not safe in a query value.
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Calls `f` until it succeeds, fails for good, or `attempts` transient

@@ -20,6 +20,12 @@ pub struct App {
     pub domains: Vec<String>,
     /// The URL the router serves this app on.
     pub url: String,
+    /// The release rolling out, while a rollout is in progress.
+    #[serde(default)]
+    pub rolling_release: Option<u32>,
+    /// Rollout policy and health check.
+    #[serde(default)]
+    pub settings: crate::AppSettings,
 }
 
 /// Body of `POST /v1/apps`.
@@ -130,11 +136,14 @@ pub enum ReleaseStatus {
     Pending,
     /// Its release phase is running on an agent.
     Releasing,
+    /// Its instances are replacing the live release's.
+    Rolling,
     /// The app's current release.
     Live,
     /// Was live, replaced by a newer one.
     Superseded,
-    /// Its release phase failed; it never went live.
+    /// Its release phase failed, or its instances crashed or failed their
+    /// health checks while rolling out; it never went live.
     Failed,
 }
 
@@ -143,6 +152,7 @@ impl ReleaseStatus {
         match self {
             Self::Pending => "pending",
             Self::Releasing => "releasing",
+            Self::Rolling => "rolling",
             Self::Live => "live",
             Self::Superseded => "superseded",
             Self::Failed => "failed",
@@ -153,6 +163,7 @@ impl ReleaseStatus {
         Some(match s {
             "pending" => Self::Pending,
             "releasing" => Self::Releasing,
+            "rolling" => Self::Rolling,
             "live" => Self::Live,
             "superseded" => Self::Superseded,
             "failed" => Self::Failed,
@@ -168,6 +179,9 @@ pub struct Release {
     pub version: u32,
     pub build_id: String,
     pub config: BTreeMap<String, String>,
+    /// Secrets by reference: name → version of the sealed value.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, u32>,
     /// What made this release (`deploy`, `config set X`, …).
     pub description: String,
     pub created_by: String,
@@ -225,6 +239,10 @@ pub struct Instance {
     pub process_type: String,
     /// 1-based, as in `web.1`.
     pub index: u32,
+    /// Restart generation: a rolling restart replaces instances with ones of
+    /// the next generation.
+    #[serde(default)]
+    pub generation: u32,
     pub node: String,
     pub state: InstanceState,
     /// `host:port` where the router reaches it (web processes).
@@ -237,6 +255,10 @@ pub struct Instance {
     pub last_exit: Option<String>,
     /// When a crashed instance will be started again.
     pub next_restart_at: Option<UnixMillis>,
+    /// The health check's verdict, when the app has one (`passing`,
+    /// `failing (2 of 3)`).
+    #[serde(default)]
+    pub health: Option<String>,
 }
 
 impl Instance {
@@ -259,6 +281,10 @@ pub struct LogLine {
     /// follow its own build.
     pub scope: Option<String>,
     pub line: String,
+    /// Set when the line records a state change (see [`EventKind`]); such
+    /// lines are also listed by `GET /v1/apps/{app}/events`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventKind>,
 }
 
 /// A line to append to an app's log.
@@ -269,6 +295,63 @@ pub struct NewLogLine {
     pub source: String,
     pub scope: Option<String>,
     pub line: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventKind>,
+}
+
+/// The state changes recorded as events.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    ReleaseCreated,
+    ReleaseRolling,
+    ReleaseLive,
+    ReleaseFailed,
+    InstanceStarting,
+    InstanceReady,
+    InstanceDraining,
+    InstanceStopped,
+    InstanceCrashed,
+    HealthFailed,
+    Scaled,
+    Restarted,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReleaseCreated => "release_created",
+            Self::ReleaseRolling => "release_rolling",
+            Self::ReleaseLive => "release_live",
+            Self::ReleaseFailed => "release_failed",
+            Self::InstanceStarting => "instance_starting",
+            Self::InstanceReady => "instance_ready",
+            Self::InstanceDraining => "instance_draining",
+            Self::InstanceStopped => "instance_stopped",
+            Self::InstanceCrashed => "instance_crashed",
+            Self::HealthFailed => "health_failed",
+            Self::Scaled => "scaled",
+            Self::Restarted => "restarted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "release_created" => Self::ReleaseCreated,
+            "release_rolling" => Self::ReleaseRolling,
+            "release_live" => Self::ReleaseLive,
+            "release_failed" => Self::ReleaseFailed,
+            "instance_starting" => Self::InstanceStarting,
+            "instance_ready" => Self::InstanceReady,
+            "instance_draining" => Self::InstanceDraining,
+            "instance_stopped" => Self::InstanceStopped,
+            "instance_crashed" => Self::InstanceCrashed,
+            "health_failed" => Self::HealthFailed,
+            "scaled" => Self::Scaled,
+            "restarted" => Self::Restarted,
+            _ => return None,
+        })
+    }
 }
 
 /// Answer of `GET /v1/apps/{app}/logs`.
@@ -289,6 +372,52 @@ pub struct Info {
     pub router_url: Option<String>,
     /// Largest accepted source archive, in bytes.
     pub max_source_bytes: u64,
+    /// The state revision when this answer was made: wait for routers to
+    /// apply it (`GET /v1/routers/applied`) to know they route what you saw.
+    #[serde(default)]
+    pub revision: crate::Revision,
+}
+
+/// Body of `PATCH /v1/apps/{app}/config`: vars to set and to remove.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ConfigChange {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub unset: Vec<String>,
+}
+
+/// Answer of the config and secrets endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigAnswer {
+    pub config: BTreeMap<String, String>,
+    /// Secret names; values only when revealed (`?reveal=true`).
+    pub secrets: BTreeMap<String, Option<String>>,
+    /// The release the change made, if the app had one to remake.
+    pub release: Option<Release>,
+}
+
+/// Body of `POST /v1/apps/{app}/rollback`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    pub version: u32,
+}
+
+/// Body of `POST /v1/apps/{app}/restart`: the process types to restart
+/// (all when empty).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct RestartRequest {
+    #[serde(default)]
+    pub process_types: Vec<String>,
+}
+
+/// Answer of `GET /v1/routers/applied`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoutersApplied {
+    /// Whether every live router has applied the revision asked about.
+    pub applied: bool,
+    /// Live routers and the revision each has applied.
+    pub routers: BTreeMap<String, crate::Revision>,
 }
 
 /// Body of every error answer of the API.

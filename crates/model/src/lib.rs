@@ -9,15 +9,18 @@
 //! - [`names`]: validation of app names, process types, env var names, domains.
 //! - [`procfile`]: parsing `Procfile`s, with errors that name the line.
 //! - [`api`]: apps, builds, releases, instances, logs — the resources of `/v1`.
+//! - [`rollout`]: rollout policy, health checks, a rollout in progress.
 //! - [`state`]: what the control plane wants (desired state for a node, the
 //!   route table for routers) and what agents report back.
 
 pub mod api;
 pub mod names;
 pub mod procfile;
+pub mod rollout;
 pub mod state;
 
 pub use api::*;
+pub use rollout::*;
 pub use state::*;
 
 /// A monotonically increasing counter of the control plane's state. Every

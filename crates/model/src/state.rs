@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Instance, StaticFiles};
+use crate::HealthCheck;
 use crate::Revision;
 
 /// Everything one node should be doing, as of `revision`.
@@ -18,6 +19,17 @@ pub struct NodeDesired {
     pub builds: Vec<BuildJob>,
     /// Release phases this node must run (it holds their build).
     pub release_phases: Vec<ReleaseJob>,
+    /// Builds garbage-collected by the control plane whose directories this
+    /// node may still hold; deleting them is idempotent.
+    #[serde(default)]
+    pub collected_builds: Vec<CollectedBuild>,
+}
+
+/// A build whose artifact is no longer kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CollectedBuild {
+    pub app: String,
+    pub build_id: String,
 }
 
 /// One process to keep running.
@@ -27,11 +39,20 @@ pub struct DesiredInstance {
     pub release: u32,
     pub process_type: String,
     pub index: u32,
+    #[serde(default)]
+    pub generation: u32,
     pub command: String,
     /// Config vars of the release (Berth adds `PORT` and friends).
     pub env: BTreeMap<String, String>,
     /// The artifact directory: working directory, with `.venv` inside.
     pub dir: String,
+    /// The app's HTTP health check (web processes only).
+    #[serde(default)]
+    pub healthcheck: Option<HealthCheck>,
+    /// The Host header health checks send (the app's own host name, so that
+    /// frameworks checking it, like Django's ALLOWED_HOSTS, accept them).
+    #[serde(default)]
+    pub host: String,
 }
 
 impl DesiredInstance {
@@ -42,6 +63,7 @@ impl DesiredInstance {
             release: self.release,
             process_type: self.process_type.clone(),
             index: self.index,
+            generation: self.generation,
         }
     }
 }
@@ -53,6 +75,7 @@ pub struct InstanceKey {
     pub release: u32,
     pub process_type: String,
     pub index: u32,
+    pub generation: u32,
 }
 
 impl From<&Instance> for InstanceKey {
@@ -62,6 +85,7 @@ impl From<&Instance> for InstanceKey {
             release: i.release,
             process_type: i.process_type.clone(),
             index: i.index,
+            generation: i.generation,
         }
     }
 }
@@ -91,6 +115,15 @@ pub struct ReleaseJob {
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct NodeReport {
     pub instances: Vec<Instance>,
+}
+
+/// Answer of `PUT /v1/nodes/{node}/instances`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ReportAnswer {
+    /// The revision once the report is stored: routers that have applied it
+    /// have seen every state change the report carried (a draining instance
+    /// is out of their tables).
+    pub revision: Revision,
 }
 
 /// How a router spreads requests over an app's backends.

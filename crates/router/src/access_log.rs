@@ -61,6 +61,7 @@ impl Entry {
             source: "router".to_string(),
             scope: None,
             line: self.line(bytes),
+            event: None,
         });
     }
 }

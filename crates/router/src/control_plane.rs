@@ -20,8 +20,30 @@ const BACKOFF_START: Duration = Duration::from_millis(200);
 /// routes converge within seconds of its return.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Follows the server's route table until `shutdown` completes.
+/// Follows the server's route table until `shutdown` completes, without
+/// acknowledging what it applied (drains then wait out their timeout).
 pub async fn follow_control_plane(
+    client: Client,
+    routes: Routes,
+    shutdown: impl Future<Output = ()>,
+) {
+    follow(None, client, routes, shutdown).await
+}
+
+/// Follows the server's route table as router `name`: each poll tells the
+/// server which revision this router routes by, so a draining instance is
+/// stopped only once every router has stopped sending it requests.
+pub async fn follow_control_plane_as(
+    name: &str,
+    client: Client,
+    routes: Routes,
+    shutdown: impl Future<Output = ()>,
+) {
+    follow(Some(name), client, routes, shutdown).await
+}
+
+async fn follow(
+    name: Option<&str>,
     client: Client,
     routes: Routes,
     shutdown: impl Future<Output = ()>,
@@ -29,7 +51,7 @@ pub async fn follow_control_plane(
     tokio::pin!(shutdown);
     let mut backoff = Backoff::new();
     loop {
-        let poll = client.routes(routes.revision(), WAIT);
+        let poll = client.routes(routes.revision(), WAIT, name);
         let result = tokio::select! {
             () = &mut shutdown => return,
             r = poll => r,

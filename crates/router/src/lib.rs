@@ -44,7 +44,7 @@ pub mod table;
 mod upstream;
 
 pub use config::RouterConfig;
-pub use control_plane::follow_control_plane;
+pub use control_plane::{follow_control_plane, follow_control_plane_as};
 pub use error::{ErrorSource, ProxyError};
 pub use server::run;
 pub use table::Routes;

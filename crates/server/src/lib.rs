@@ -10,12 +10,16 @@
 //! - `auth`: bearer-token check in front of every `/v1` route.
 //! - `watch`: revision and log cursors that long-polls wait on.
 //! - [`scheduler`]: pure functions from stored state to each node's desired
-//!   state and to the routers' table.
+//!   state (rollouts included) and to the routers' table.
+//! - [`rollout`]: the controller that completes or fails rollouts.
+//! - `events`: the control plane's lines and events in app logs.
 //! - `api`: one module per resource.
 
 mod api;
 mod auth;
 mod error;
+mod events;
+pub mod rollout;
 pub mod scheduler;
 mod watch;
 
@@ -24,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_secrets::SecretKey;
 use berth_store::Store;
 use tokio::net::TcpListener;
 
@@ -45,6 +50,16 @@ pub struct ServerConfig {
     pub admin_token: String,
     /// The longest a watcher may wait for a change.
     pub max_wait: Duration,
+    /// A rollout that brings no new instance up for this long fails.
+    pub rollout_timeout: Duration,
+    /// Succeeded builds kept per app (besides those in use); older ones are
+    /// garbage-collected.
+    pub keep_builds: usize,
+    /// Seals and opens app secrets; `None` refuses secrets with a message
+    /// saying how to configure a key.
+    pub secret_key: Option<SecretKey>,
+    /// A router that has not polled for this long is not waited for.
+    pub router_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +71,10 @@ impl Default for ServerConfig {
             sources_dir: PathBuf::from("sources"),
             admin_token: String::new(),
             max_wait: Duration::from_secs(30),
+            rollout_timeout: Duration::from_secs(120),
+            keep_builds: 5,
+            secret_key: None,
+            router_timeout: Duration::from_secs(45),
         }
     }
 }
@@ -66,6 +85,7 @@ pub(crate) struct Ctx {
     pub store: Arc<dyn Store>,
     pub config: Arc<ServerConfig>,
     pub watchers: Watchers,
+    pub opener: Arc<scheduler::SecretOpener>,
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes the
@@ -78,16 +98,33 @@ pub async fn run(
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(&config.sources_dir)?;
     let watchers = Watchers::start(store.clone()).await?;
+    let key = config.secret_key.clone();
+    let opener: Arc<scheduler::SecretOpener> = Arc::new(move |s: &berth_store::SealedSecret| {
+        let key = key.as_ref()?;
+        match key.open(&s.sealed, &api::secret_aad(&s.app, &s.name)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::error!("secret {} of {}: {e}", s.name, s.app);
+                None
+            }
+        }
+    });
     let ctx = Ctx {
         store,
         config: Arc::new(config),
         watchers: watchers.clone(),
+        opener,
     };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let controller = tokio::spawn(rollout::run(ctx.clone(), stop_rx));
     let app = api::routes(ctx);
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             watchers.close();
         })
-        .await
+        .await;
+    stop_tx.send_replace(true);
+    let _ = controller.await;
+    served
 }

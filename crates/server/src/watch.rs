@@ -16,6 +16,9 @@ pub struct Watchers {
     store: Arc<dyn Store>,
     revision: watch::Sender<Revision>,
     logs: watch::Sender<i64>,
+    /// Bumped on every router poll, so drains waiting for acknowledgements
+    /// re-check at once instead of polling the store.
+    routers: watch::Sender<u64>,
     closed: watch::Sender<bool>,
 }
 
@@ -27,6 +30,7 @@ impl Watchers {
             store,
             revision: watch::channel(rev).0,
             logs: watch::channel(last_log).0,
+            routers: watch::channel(0).0,
             closed: watch::channel(false).0,
         };
         let poller = w.clone();
@@ -63,6 +67,30 @@ impl Watchers {
             }
             moved
         });
+    }
+
+    /// A receiver that sees every revision move.
+    pub fn subscribe(&self) -> watch::Receiver<Revision> {
+        self.revision.subscribe()
+    }
+
+    /// Wakes whoever waits for router acknowledgements.
+    pub fn router_polled(&self) {
+        self.routers.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until a router polls again, `wait` passes, or shutdown.
+    pub async fn next_router_poll(&self, wait: Duration) {
+        let mut rx = self.routers.subscribe();
+        rx.borrow_and_update();
+        let mut closed = self.closed.subscribe();
+        let _ = tokio::time::timeout(wait, async {
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = closed.wait_for(|c| *c) => {}
+            }
+        })
+        .await;
     }
 
     /// Answers every long-poll now: the server is shutting down.

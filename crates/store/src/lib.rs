@@ -48,14 +48,47 @@ impl StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// An app as stored: what [`App`] shows, plus its config vars.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AppRecord {
     pub name: String,
     pub created_at: UnixMillis,
     pub current_release: Option<u32>,
     pub formation: BTreeMap<String, u32>,
     pub config: BTreeMap<String, String>,
+    /// Secret names and the version of each that new releases carry.
+    pub secrets: BTreeMap<String, u32>,
     pub domains: Vec<String>,
+    pub settings: AppSettings,
+    /// The rollout in progress, if any.
+    pub rollout: Option<Rollout>,
+    /// Restart generation of the live instances, per process type.
+    pub generations: BTreeMap<String, u32>,
+}
+
+/// A change of config vars and secrets; secrets arrive sealed.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigEdit {
+    pub set: BTreeMap<String, String>,
+    pub unset: Vec<String>,
+    pub set_secrets: BTreeMap<String, String>,
+    pub unset_secrets: Vec<String>,
+}
+
+/// A sealed secret value, one version of one name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    pub app: String,
+    pub name: String,
+    pub version: u32,
+    pub sealed: String,
+}
+
+/// A router's last poll: the revision it had applied, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterSeen {
+    pub name: String,
+    pub applied: Revision,
+    pub last_seen: UnixMillis,
 }
 
 /// A build to record when its source is uploaded.
@@ -110,10 +143,11 @@ pub trait Store: Send + Sync + 'static {
     /// queued any more (another node won).
     async fn claim_build(&self, id: &str, node: &str, now: UnixMillis) -> Result<BuildRecord>;
     async fn fail_build(&self, id: &str, error: &str, now: UnixMillis) -> Result<BuildRecord>;
-    /// Marks a build succeeded and creates its release in one step. The
-    /// release is `Pending` when the artifact has a release command, else it
-    /// goes live at once. New process types join the formation with one
-    /// instance each.
+    /// Marks a build succeeded and creates its release in one step, with the
+    /// app's config and secrets as they are now. The release is `Pending`
+    /// when the artifact has a release command, else it starts rolling out.
+    /// New process types join the formation with one instance each
+    /// (singleton types too; others of a Procfile-less app as well).
     async fn succeed_build(
         &self,
         id: &str,
@@ -128,14 +162,66 @@ pub trait Store: Send + Sync + 'static {
     async fn pending_releases(&self) -> Result<Vec<Release>>;
     /// `Pending` → `Releasing`; `Conflict` if it was not pending.
     async fn claim_release(&self, app: &str, version: u32, node: &str) -> Result<Release>;
-    /// Ends a release phase: success makes the release live (and the previous
-    /// one superseded); failure marks it failed and changes nothing else.
+    /// Ends a release phase: success starts the release's rollout; failure
+    /// marks it failed and changes nothing else.
     async fn finish_release_phase(
         &self,
         app: &str,
         version: u32,
         error: Option<&str>,
     ) -> Result<Release>;
+
+    /// Changes config vars and secrets. When the app has a release (live or
+    /// rolling out), a new release of the same build with the new config is
+    /// made and starts rolling out (after its release phase, if any); it is
+    /// returned. `description` is what the release list shows.
+    async fn change_config(
+        &self,
+        app: &str,
+        edit: &ConfigEdit,
+        description: &str,
+        created_by: &str,
+        now: UnixMillis,
+    ) -> Result<(AppRecord, Option<Release>)>;
+    /// Sealed values of an app's secrets, every version.
+    async fn secrets(&self, app: &str) -> Result<Vec<SealedSecret>>;
+    /// A new release with `version`'s build and config, rolling out at once
+    /// (no release phase). `Conflict` when that build was garbage-collected.
+    async fn rollback(
+        &self,
+        app: &str,
+        version: u32,
+        created_by: &str,
+        now: UnixMillis,
+    ) -> Result<Release>;
+    /// Starts a rolling restart of the live release: new instances of the
+    /// given process types (all when empty) replace the running ones.
+    async fn restart(
+        &self,
+        app: &str,
+        process_types: &[String],
+        now: UnixMillis,
+    ) -> Result<Rollout>;
+    /// The rollout of `version` finished: it becomes the live release.
+    async fn complete_rollout(&self, app: &str, version: u32) -> Result<()>;
+    /// The rollout of `version` failed: it stops, the live release stays.
+    async fn fail_rollout(&self, app: &str, version: u32, error: &str) -> Result<()>;
+    /// Records that `up` new instances of the rollout of `version` are up.
+    async fn note_rollout_progress(
+        &self,
+        app: &str,
+        version: u32,
+        up: u32,
+        now: UnixMillis,
+    ) -> Result<()>;
+    async fn set_settings(&self, app: &str, settings: &AppSettings) -> Result<AppRecord>;
+
+    /// Marks all but the newest `keep` succeeded builds of `app` collected,
+    /// sparing any build a live or rolling release or a running instance
+    /// uses; returns the ids collected.
+    async fn collect_builds(&self, app: &str, keep: usize, now: UnixMillis) -> Result<Vec<String>>;
+    /// Builds collected since `since`.
+    async fn collected_builds(&self, since: UnixMillis) -> Result<Vec<(String, CollectedBuild)>>;
 
     /// Replaces everything `node` reported before with `instances`; returns
     /// whether anything a router or user sees changed.
@@ -149,6 +235,9 @@ pub trait Store: Send + Sync + 'static {
     async fn instances(&self, app: Option<&str>) -> Result<Vec<Instance>>;
     /// Nodes and when each last reported.
     async fn nodes(&self) -> Result<Vec<(String, UnixMillis)>>;
+    /// Records a router's poll (no revision bump: nothing to act on).
+    async fn record_router(&self, name: &str, applied: Revision, now: UnixMillis) -> Result<()>;
+    async fn routers(&self) -> Result<Vec<RouterSeen>>;
 
     /// Appends log lines; returns the id of the last one.
     async fn append_logs(&self, lines: &[NewLogLine]) -> Result<i64>;
@@ -161,6 +250,8 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         scope: Option<&str>,
     ) -> Result<Vec<LogLine>>;
+    /// The event lines of `app` with id > `after`, oldest first.
+    async fn events(&self, app: &str, after: i64, limit: u32) -> Result<Vec<LogLine>>;
     /// The id of the newest line of any app (0 when there is none).
     async fn last_log_id(&self) -> Result<i64>;
 }

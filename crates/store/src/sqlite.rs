@@ -20,7 +20,8 @@ use crate::*;
 /// Schema migrations, applied in order; index + 1 is the schema version.
 /// Plain SQL shared in spirit with the PostgreSQL backend: no SQLite-only
 /// types beyond INTEGER PRIMARY KEY for the log cursor.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE revision (id INTEGER PRIMARY KEY CHECK (id = 1), value BIGINT NOT NULL);
 INSERT INTO revision (id, value) VALUES (1, 1);
 CREATE TABLE apps (
@@ -79,7 +80,38 @@ CREATE TABLE logs (
     line TEXT NOT NULL
 );
 CREATE INDEX logs_app ON logs (app, id);
-"#];
+"#,
+    r#"
+ALTER TABLE apps ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE apps ADD COLUMN rollout TEXT;
+ALTER TABLE apps ADD COLUMN generations TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE apps ADD COLUMN secrets TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE releases ADD COLUMN secrets TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE builds ADD COLUMN collected_at BIGINT;
+ALTER TABLE logs ADD COLUMN event TEXT;
+CREATE INDEX logs_events ON logs (app, id) WHERE event IS NOT NULL;
+CREATE TABLE secrets (
+    app TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    sealed TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (app, name, version)
+);
+CREATE TABLE routers (name TEXT PRIMARY KEY, applied BIGINT NOT NULL, last_seen BIGINT NOT NULL);
+DROP TABLE instances;
+CREATE TABLE instances (
+    node TEXT NOT NULL,
+    app TEXT NOT NULL,
+    release INTEGER NOT NULL,
+    process_type TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (node, app, release, process_type, idx, generation)
+);
+"#,
+];
 
 /// A [`Store`] in one SQLite file.
 pub struct SqliteStore {
@@ -185,7 +217,14 @@ fn app_from_row(row: &sqlx::sqlite::SqliteRow, domains: Vec<String>) -> Result<A
             .map(|v| v as u32),
         formation: from_json("formation", &row.try_get::<String, _>("formation")?)?,
         config: from_json("config", &row.try_get::<String, _>("config")?)?,
+        secrets: from_json("secret refs", &row.try_get::<String, _>("secrets")?)?,
         domains,
+        settings: from_json("settings", &row.try_get::<String, _>("settings")?)?,
+        rollout: row
+            .try_get::<Option<String>, _>("rollout")?
+            .map(|r| from_json("rollout", &r))
+            .transpose()?,
+        generations: from_json("generations", &row.try_get::<String, _>("generations")?)?,
     })
 }
 
@@ -218,6 +257,7 @@ fn release_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Release> {
         version: row.try_get::<i64, _>("version")? as u32,
         build_id: row.try_get("build_id")?,
         config: from_json("release config", &row.try_get::<String, _>("config")?)?,
+        secrets: from_json("release secrets", &row.try_get::<String, _>("secrets")?)?,
         description: row.try_get("description")?,
         created_by: row.try_get("created_by")?,
         created_at: row.try_get("created_at")?,
@@ -265,23 +305,139 @@ async fn release_in_tx(tx: &mut Tx<'_>, app: &str, version: u32) -> Result<Relea
     release_from_row(&row)
 }
 
-/// Makes `version` the app's live release and the previous live one superseded.
-async fn promote(tx: &mut Tx<'_>, app: &str, version: u32) -> Result<()> {
-    sqlx::query("UPDATE releases SET status = 'superseded' WHERE app = ? AND status = 'live'")
-        .bind(app)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("UPDATE releases SET status = 'live', error = NULL WHERE app = ? AND version = ?")
-        .bind(app)
-        .bind(version as i64)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("UPDATE apps SET current_release = ? WHERE name = ?")
-        .bind(version as i64)
+async fn set_app_json<T: serde::Serialize>(
+    tx: &mut Tx<'_>,
+    app: &str,
+    column: &'static str,
+    value: Option<&T>,
+) -> Result<()> {
+    // `column` is one of our own names, never user input.
+    sqlx::query(&format!("UPDATE apps SET {column} = ? WHERE name = ?"))
+        .bind(value.map(to_json))
         .bind(app)
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+async fn set_release_status(
+    tx: &mut Tx<'_>,
+    app: &str,
+    version: u32,
+    status: ReleaseStatus,
+    error: Option<&str>,
+) -> Result<()> {
+    sqlx::query("UPDATE releases SET status = ?, error = ? WHERE app = ? AND version = ?")
+        .bind(status.as_str())
+        .bind(error)
+        .bind(app)
+        .bind(version as i64)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Starts rolling out `version` with `generations`; a rollout it interrupts
+/// leaves its release superseded.
+async fn start_rollout(
+    tx: &mut Tx<'_>,
+    app: &AppRecord,
+    version: u32,
+    generations: BTreeMap<String, u32>,
+    description: &str,
+    now: UnixMillis,
+) -> Result<Rollout> {
+    if let Some(previous) = &app.rollout {
+        if previous.release != version && Some(previous.release) != app.current_release {
+            set_release_status(
+                tx,
+                &app.name,
+                previous.release,
+                ReleaseStatus::Superseded,
+                Some(&format!(
+                    "replaced by v{version} before its rollout finished"
+                )),
+            )
+            .await?;
+        }
+    }
+    if Some(version) != app.current_release {
+        set_release_status(tx, &app.name, version, ReleaseStatus::Rolling, None).await?;
+    }
+    let rollout = Rollout {
+        release: version,
+        generations,
+        started_at: now,
+        progress_at: now,
+        up: 0,
+        description: description.to_string(),
+    };
+    set_app_json(tx, &app.name, "rollout", Some(&rollout)).await?;
+    Ok(rollout)
+}
+
+/// A new release of `build` for `app`: pending when it has a release phase
+/// to run (and `release_phase` asks for it), else rolling out at once.
+#[allow(clippy::too_many_arguments)]
+async fn insert_release(
+    tx: &mut Tx<'_>,
+    app: &AppRecord,
+    build: &BuildRecord,
+    config: &BTreeMap<String, String>,
+    secrets: &BTreeMap<String, u32>,
+    description: &str,
+    created_by: &str,
+    release_phase: bool,
+    now: UnixMillis,
+) -> Result<Release> {
+    let version: i64 = sqlx::query_scalar(
+        "UPDATE apps SET next_release = next_release + 1 WHERE name = ? RETURNING next_release - 1",
+    )
+    .bind(&app.name)
+    .fetch_one(&mut **tx)
+    .await?;
+    let version = version as u32;
+    sqlx::query(
+        "INSERT INTO releases (app, version, build_id, config, secrets, description, created_by, created_at, status) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+    )
+    .bind(&app.name)
+    .bind(version as i64)
+    .bind(&build.build.id)
+    .bind(to_json(config))
+    .bind(to_json(secrets))
+    .bind(description)
+    .bind(created_by)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let has_phase = build
+        .build
+        .artifact
+        .as_ref()
+        .is_some_and(|a| a.release_command.is_some());
+    if !(release_phase && has_phase) {
+        start_rollout(tx, app, version, app.generations.clone(), description, now).await?;
+    }
+    release_in_tx(tx, &app.name, version).await
+}
+
+/// The build a rollback or config change reuses, refused clearly when its
+/// artifact is gone.
+async fn reusable_build(tx: &mut Tx<'_>, app: &str, release: &Release) -> Result<BuildRecord> {
+    let build = build_in_tx(tx, &release.build_id).await?;
+    let collected: Option<i64> = sqlx::query_scalar("SELECT collected_at FROM builds WHERE id = ?")
+        .bind(&release.build_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    if collected.is_some() || build.build.artifact.is_none() {
+        return Err(StoreError::Conflict(format!(
+            "the build of v{} ({}) of {app} was garbage-collected (Berth keeps the newest builds only; see --keep-builds); deploy that code again with `berth deploy`",
+            release.version,
+            short_id(&release.build_id)
+        )));
+    }
+    Ok(build)
 }
 
 #[async_trait]
@@ -361,7 +517,7 @@ impl Store for SqliteStore {
         if n == 0 {
             return Err(StoreError::NotFound(format!("no app named {name:?}")));
         }
-        for table in ["domains", "builds", "releases", "logs"] {
+        for table in ["domains", "builds", "releases", "logs", "secrets"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE app = ?"))
                 .bind(name)
                 .execute(&mut *tx)
@@ -524,55 +680,45 @@ impl Store for SqliteStore {
                 "build {id} has already finished"
             )));
         }
-        let app = app_in_tx(&mut tx, &rec.build.app).await?;
-        let version: i64 = sqlx::query_scalar(
-            "UPDATE apps SET next_release = next_release + 1 WHERE name = ? RETURNING next_release - 1",
-        )
-        .bind(&app.name)
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut formation = app.formation.clone();
+        let mut app = app_in_tx(&mut tx, &rec.build.app).await?;
         for process_type in artifact.processes.keys() {
-            formation.entry(process_type.clone()).or_insert(1);
+            app.formation.entry(process_type.clone()).or_insert(1);
         }
         sqlx::query("UPDATE apps SET formation = ? WHERE name = ?")
-            .bind(to_json(&formation))
+            .bind(to_json(&app.formation))
             .bind(&app.name)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "UPDATE builds SET status = 'succeeded', artifact = ?, finished_at = ?, release = ? WHERE id = ?",
+            "UPDATE builds SET status = 'succeeded', artifact = ?, finished_at = ? WHERE id = ?",
         )
         .bind(to_json(artifact))
         .bind(now)
-        .bind(version)
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        let status = if artifact.release_command.is_some() {
-            ReleaseStatus::Pending
-        } else {
-            ReleaseStatus::Live
-        };
-        sqlx::query(
-            "INSERT INTO releases (app, version, build_id, config, description, created_by, created_at, status) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+        let rec = build_in_tx(&mut tx, id).await?;
+        // The app's config as it is now, not as it was at upload: a config
+        // change made while this built must not be undone by it.
+        let release = insert_release(
+            &mut tx,
+            &app,
+            &rec,
+            &app.config,
+            &app.secrets,
+            &format!("deploy {}", short_id(id)),
+            &rec.created_by,
+            true,
+            now,
         )
-        .bind(&app.name)
-        .bind(version)
-        .bind(id)
-        .bind(to_json(&rec.config))
-        .bind(format!("deploy {}", short_id(id)))
-        .bind(&rec.created_by)
-        .bind(now)
-        .execute(&mut *tx)
         .await?;
-        if status == ReleaseStatus::Live {
-            promote(&mut tx, &app.name, version as u32).await?;
-        }
+        sqlx::query("UPDATE builds SET release = ? WHERE id = ?")
+            .bind(release.version as i64)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         bump(&mut tx).await?;
         let rec = build_in_tx(&mut tx, id).await?;
-        let release = release_in_tx(&mut tx, &app.name, version as u32).await?;
         tx.commit().await?;
         Ok((rec, release))
     }
@@ -644,16 +790,20 @@ impl Store for SqliteStore {
             )));
         }
         match error {
-            None => promote(&mut tx, app, version).await?,
-            Some(e) => {
-                sqlx::query(
-                    "UPDATE releases SET status = 'failed', error = ? WHERE app = ? AND version = ?",
+            None => {
+                let rec = app_in_tx(&mut tx, app).await?;
+                start_rollout(
+                    &mut tx,
+                    &rec,
+                    version,
+                    rec.generations.clone(),
+                    &r.description,
+                    berth_model::now_millis(),
                 )
-                .bind(e)
-                .bind(app)
-                .bind(version as i64)
-                .execute(&mut *tx)
                 .await?;
+            }
+            Some(e) => {
+                set_release_status(&mut tx, app, version, ReleaseStatus::Failed, Some(e)).await?
             }
         }
         bump(&mut tx).await?;
@@ -678,7 +828,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         let before: Vec<String> = sqlx::query_scalar(
-            "SELECT data FROM instances WHERE node = ? ORDER BY app, release, process_type, idx",
+            "SELECT data FROM instances WHERE node = ? ORDER BY app, release, process_type, idx, generation",
         )
         .bind(node)
         .fetch_all(&mut *tx)
@@ -694,13 +844,14 @@ impl Store for SqliteStore {
                 .await?;
             for (i, data) in sorted.iter().zip(&after) {
                 sqlx::query(
-                    "INSERT INTO instances (node, app, release, process_type, idx, data) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO instances (node, app, release, process_type, idx, generation, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(node)
                 .bind(&i.app)
                 .bind(i.release as i64)
                 .bind(&i.process_type)
                 .bind(i.index as i64)
+                .bind(i.generation as i64)
                 .bind(data)
                 .execute(&mut *tx)
                 .await?;
@@ -715,14 +866,14 @@ impl Store for SqliteStore {
         let rows: Vec<String> =
             match app {
                 Some(app) => sqlx::query_scalar(
-                    "SELECT data FROM instances WHERE app = ? ORDER BY process_type, idx, release",
+                    "SELECT data FROM instances WHERE app = ? ORDER BY process_type, idx, release, generation",
                 )
                 .bind(app)
                 .fetch_all(&self.pool)
                 .await?,
                 None => {
                     sqlx::query_scalar(
-                        "SELECT data FROM instances ORDER BY app, process_type, idx, release",
+                        "SELECT data FROM instances ORDER BY app, process_type, idx, release, generation",
                     )
                     .fetch_all(&self.pool)
                     .await?
@@ -746,13 +897,14 @@ impl Store for SqliteStore {
         let mut apps = std::collections::BTreeSet::new();
         for l in lines {
             last = sqlx::query_scalar(
-                "INSERT INTO logs (app, ts, source, scope, line) VALUES (?, ?, ?, ?, ?) RETURNING id",
+                "INSERT INTO logs (app, ts, source, scope, line, event) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             )
             .bind(&l.app)
             .bind(l.ts)
             .bind(&l.source)
             .bind(&l.scope)
             .bind(&l.line)
+            .bind(l.event.map(EventKind::as_str))
             .fetch_one(&mut *tx)
             .await?;
             apps.insert(&l.app);
@@ -810,18 +962,368 @@ impl Store for SqliteStore {
                 rows
             }
         };
+        rows.iter().map(log_from_row).collect()
+    }
+
+    async fn change_config(
+        &self,
+        app: &str,
+        edit: &ConfigEdit,
+        description: &str,
+        created_by: &str,
+        now: UnixMillis,
+    ) -> Result<(AppRecord, Option<Release>)> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let mut rec = app_in_tx(&mut tx, app).await?;
+        for name in edit.set.keys() {
+            if rec.secrets.contains_key(name) && !edit.unset_secrets.contains(name) {
+                return Err(StoreError::Conflict(format!(
+                    "{name} is a secret of {app}; `berth secrets unset {name} --app {app}` first if it should become a plain config var"
+                )));
+            }
+        }
+        for name in edit.set_secrets.keys() {
+            if rec.config.contains_key(name) && !edit.unset.contains(name) {
+                return Err(StoreError::Conflict(format!(
+                    "{name} is a plain config var of {app}; `berth config unset {name} --app {app}` first to make it a secret"
+                )));
+            }
+        }
+        for name in &edit.unset {
+            rec.config.remove(name);
+        }
+        for name in &edit.unset_secrets {
+            rec.secrets.remove(name);
+        }
+        rec.config
+            .extend(edit.set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (name, sealed) in &edit.set_secrets {
+            let version: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM secrets WHERE app = ? AND name = ?",
+            )
+            .bind(app)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO secrets (app, name, version, sealed, created_at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(app)
+            .bind(name)
+            .bind(version)
+            .bind(sealed)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            rec.secrets.insert(name.clone(), version as u32);
+        }
+        sqlx::query("UPDATE apps SET config = ?, secrets = ? WHERE name = ?")
+            .bind(to_json(&rec.config))
+            .bind(to_json(&rec.secrets))
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
+        // The newest release is the base: a rolling one if a rollout is on.
+        let base = rec
+            .rollout
+            .as_ref()
+            .map(|r| r.release)
+            .or(rec.current_release);
+        let release = match base {
+            Some(v) => {
+                let base = release_in_tx(&mut tx, app, v).await?;
+                let build = reusable_build(&mut tx, app, &base).await?;
+                Some(
+                    insert_release(
+                        &mut tx,
+                        &rec,
+                        &build,
+                        &rec.config,
+                        &rec.secrets,
+                        description,
+                        created_by,
+                        true,
+                        now,
+                    )
+                    .await?,
+                )
+            }
+            None => None,
+        };
+        bump(&mut tx).await?;
+        let rec = app_in_tx(&mut tx, app).await?;
+        tx.commit().await?;
+        Ok((rec, release))
+    }
+
+    async fn secrets(&self, app: &str) -> Result<Vec<SealedSecret>> {
+        let rows = sqlx::query(
+            "SELECT name, version, sealed FROM secrets WHERE app = ? ORDER BY name, version",
+        )
+        .bind(app)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
-                Ok(LogLine {
-                    id: r.try_get("id")?,
-                    app: r.try_get("app")?,
-                    ts: r.try_get("ts")?,
-                    source: r.try_get("source")?,
-                    scope: r.try_get("scope")?,
-                    line: r.try_get("line")?,
+                Ok(SealedSecret {
+                    app: app.to_string(),
+                    name: r.try_get("name")?,
+                    version: r.try_get::<i64, _>("version")? as u32,
+                    sealed: r.try_get("sealed")?,
                 })
             })
             .collect()
+    }
+
+    async fn rollback(
+        &self,
+        app: &str,
+        version: u32,
+        created_by: &str,
+        now: UnixMillis,
+    ) -> Result<Release> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let rec = app_in_tx(&mut tx, app).await?;
+        let target = release_in_tx(&mut tx, app, version).await?;
+        if matches!(
+            target.status,
+            ReleaseStatus::Pending | ReleaseStatus::Releasing
+        ) {
+            return Err(StoreError::Conflict(format!(
+                "v{version} of {app} has not been released yet; roll back to a release that went live"
+            )));
+        }
+        let build = reusable_build(&mut tx, app, &target).await?;
+        // Rolling back restores the config too, as Heroku does: v2's code
+        // with today's config is a combination that never ran.
+        sqlx::query("UPDATE apps SET config = ?, secrets = ? WHERE name = ?")
+            .bind(to_json(&target.config))
+            .bind(to_json(&target.secrets))
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
+        let release = insert_release(
+            &mut tx,
+            &rec,
+            &build,
+            &target.config,
+            &target.secrets,
+            &format!("rollback to v{version}"),
+            created_by,
+            false,
+            now,
+        )
+        .await?;
+        bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(release)
+    }
+
+    async fn restart(
+        &self,
+        app: &str,
+        process_types: &[String],
+        now: UnixMillis,
+    ) -> Result<Rollout> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let rec = app_in_tx(&mut tx, app).await?;
+        let Some(current) = rec.current_release else {
+            return Err(StoreError::Conflict(format!(
+                "{app} has no live release to restart; deploy it first"
+            )));
+        };
+        if let Some(r) = &rec.rollout {
+            return Err(StoreError::Conflict(format!(
+                "{app} is rolling out v{} ({}); restart once it has finished",
+                r.release, r.description
+            )));
+        }
+        let mut generations = rec.generations.clone();
+        let types: Vec<&String> = if process_types.is_empty() {
+            rec.formation.keys().collect()
+        } else {
+            process_types.iter().collect()
+        };
+        for t in &types {
+            *generations.entry((*t).clone()).or_insert(0) += 1;
+        }
+        let description = if process_types.is_empty() {
+            "restart".to_string()
+        } else {
+            format!("restart {}", process_types.join(" "))
+        };
+        let rollout = start_rollout(&mut tx, &rec, current, generations, &description, now).await?;
+        bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(rollout)
+    }
+
+    async fn complete_rollout(&self, app: &str, version: u32) -> Result<()> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let rec = app_in_tx(&mut tx, app).await?;
+        let Some(rollout) = rec.rollout.filter(|r| r.release == version) else {
+            return Err(StoreError::Conflict(format!(
+                "v{version} of {app} is not rolling out"
+            )));
+        };
+        if rec.current_release != Some(version) {
+            sqlx::query(
+                "UPDATE releases SET status = 'superseded' WHERE app = ? AND status = 'live'",
+            )
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
+            set_release_status(&mut tx, app, version, ReleaseStatus::Live, None).await?;
+        }
+        sqlx::query(
+            "UPDATE apps SET current_release = ?, generations = ?, rollout = NULL WHERE name = ?",
+        )
+        .bind(version as i64)
+        .bind(to_json(&rollout.generations))
+        .bind(app)
+        .execute(&mut *tx)
+        .await?;
+        bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fail_rollout(&self, app: &str, version: u32, error: &str) -> Result<()> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let rec = app_in_tx(&mut tx, app).await?;
+        if rec.rollout.as_ref().is_none_or(|r| r.release != version) {
+            return Err(StoreError::Conflict(format!(
+                "v{version} of {app} is not rolling out"
+            )));
+        }
+        // A failed restart leaves its (live) release alone.
+        if rec.current_release != Some(version) {
+            set_release_status(&mut tx, app, version, ReleaseStatus::Failed, Some(error)).await?;
+        }
+        set_app_json::<Rollout>(&mut tx, app, "rollout", None).await?;
+        bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn note_rollout_progress(
+        &self,
+        app: &str,
+        version: u32,
+        up: u32,
+        now: UnixMillis,
+    ) -> Result<()> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let rec = app_in_tx(&mut tx, app).await?;
+        if let Some(mut rollout) = rec.rollout.filter(|r| r.release == version) {
+            rollout.up = up;
+            rollout.progress_at = now;
+            // Bookkeeping for the deadline only: nobody acts on it, so no bump.
+            set_app_json(&mut tx, app, "rollout", Some(&rollout)).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_settings(&self, app: &str, settings: &AppSettings) -> Result<AppRecord> {
+        let (_w, mut tx) = self.begin_write().await?;
+        app_in_tx(&mut tx, app).await?;
+        set_app_json(&mut tx, app, "settings", Some(settings)).await?;
+        bump(&mut tx).await?;
+        let rec = app_in_tx(&mut tx, app).await?;
+        tx.commit().await?;
+        Ok(rec)
+    }
+
+    async fn collect_builds(&self, app: &str, keep: usize, now: UnixMillis) -> Result<Vec<String>> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM builds b WHERE app = ? AND status = 'succeeded' AND collected_at IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM releases r WHERE r.app = b.app AND r.build_id = b.id \
+                 AND (r.status IN ('live', 'rolling', 'pending', 'releasing') \
+                      OR EXISTS (SELECT 1 FROM instances i WHERE i.app = r.app AND i.release = r.version))) \
+             AND id NOT IN (SELECT id FROM builds WHERE app = ? AND status = 'succeeded' AND collected_at IS NULL \
+                 ORDER BY created_at DESC, release DESC LIMIT ?)",
+        )
+        .bind(app)
+        .bind(app)
+        .bind(keep as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        for id in &ids {
+            sqlx::query("UPDATE builds SET collected_at = ? WHERE id = ?")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !ids.is_empty() {
+            bump(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn collected_builds(&self, since: UnixMillis) -> Result<Vec<(String, CollectedBuild)>> {
+        let rows = sqlx::query(
+            "SELECT id, app, node FROM builds WHERE collected_at IS NOT NULL AND collected_at >= ? AND node IS NOT NULL ORDER BY collected_at",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("node")?,
+                    CollectedBuild {
+                        app: r.try_get("app")?,
+                        build_id: r.try_get("id")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn record_router(&self, name: &str, applied: Revision, now: UnixMillis) -> Result<()> {
+        let (_w, mut tx) = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO routers (name, applied, last_seen) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET applied = excluded.applied, last_seen = excluded.last_seen",
+        )
+        .bind(name)
+        .bind(applied as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn routers(&self) -> Result<Vec<RouterSeen>> {
+        let rows = sqlx::query("SELECT name, applied, last_seen FROM routers ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RouterSeen {
+                    name: r.try_get("name")?,
+                    applied: r.try_get::<i64, _>("applied")? as Revision,
+                    last_seen: r.try_get("last_seen")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn events(&self, app: &str, after: i64, limit: u32) -> Result<Vec<LogLine>> {
+        let rows = sqlx::query(
+            "SELECT * FROM logs WHERE app = ? AND id > ? AND event IS NOT NULL ORDER BY id LIMIT ?",
+        )
+        .bind(app)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(log_from_row).collect()
     }
 
     async fn last_log_id(&self) -> Result<i64> {
@@ -830,6 +1332,19 @@ impl Store for SqliteStore {
             .await?;
         Ok(v.unwrap_or(0))
     }
+}
+
+fn log_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<LogLine> {
+    let event: Option<String> = r.try_get("event")?;
+    Ok(LogLine {
+        id: r.try_get("id")?,
+        app: r.try_get("app")?,
+        ts: r.try_get("ts")?,
+        source: r.try_get("source")?,
+        scope: r.try_get("scope")?,
+        line: r.try_get("line")?,
+        event: event.as_deref().and_then(EventKind::parse),
+    })
 }
 
 /// The first 8 characters of an id, as users see it.

@@ -33,7 +33,7 @@ async fn build(s: &dyn Store, id: &str) {
 }
 
 #[tokio::test]
-async fn only_one_node_wins_a_build_and_success_makes_a_live_release() {
+async fn only_one_node_wins_a_build_and_success_rolls_out_a_release() {
     let s = store().await;
     s.create_app("shop", 1).await.unwrap();
     let r0 = s.revision().await.unwrap();
@@ -51,10 +51,21 @@ async fn only_one_node_wins_a_build_and_success_makes_a_live_release() {
     let (b, r) = s.succeed_build("b1", &artifact(None), 3).await.unwrap();
     assert_eq!(b.build.status, BuildStatus::Succeeded);
     assert_eq!(b.build.node.as_deref(), Some("n1"));
-    assert_eq!((r.version, r.status), (1, ReleaseStatus::Live));
+    assert_eq!((r.version, r.status), (1, ReleaseStatus::Rolling));
     let app = s.app("shop").await.unwrap().unwrap();
-    assert_eq!(app.current_release, Some(1));
+    assert_eq!(
+        app.current_release, None,
+        "live only once its instances are up"
+    );
+    assert_eq!(app.rollout.as_ref().map(|r| r.release), Some(1));
     assert_eq!(app.formation["web"], 1);
+    s.complete_rollout("shop", 1).await.unwrap();
+    let app = s.app("shop").await.unwrap().unwrap();
+    assert_eq!((app.current_release, app.rollout), (Some(1), None));
+    assert_eq!(
+        s.release("shop", 1).await.unwrap().unwrap().status,
+        ReleaseStatus::Live
+    );
     assert!(matches!(
         s.succeed_build("b1", &artifact(None), 4).await,
         Err(StoreError::Conflict(_))
@@ -68,6 +79,7 @@ async fn a_failed_release_phase_leaves_the_live_release_alone() {
     build(s.as_ref(), "b1").await;
     s.claim_build("b1", "n1", 2).await.unwrap();
     s.succeed_build("b1", &artifact(None), 3).await.unwrap();
+    s.complete_rollout("shop", 1).await.unwrap();
     build(s.as_ref(), "b2").await;
     s.claim_build("b2", "n1", 4).await.unwrap();
     let (_, r2) = s
@@ -97,7 +109,9 @@ async fn a_failed_release_phase_leaves_the_live_release_alone() {
         .await
         .unwrap();
     s.claim_release("shop", 3, "n1").await.unwrap();
-    s.finish_release_phase("shop", 3, None).await.unwrap();
+    let r3 = s.finish_release_phase("shop", 3, None).await.unwrap();
+    assert_eq!(r3.status, ReleaseStatus::Rolling);
+    s.complete_rollout("shop", 3).await.unwrap();
     let statuses: Vec<_> = s
         .releases("shop")
         .await
@@ -113,6 +127,135 @@ async fn a_failed_release_phase_leaves_the_live_release_alone() {
             ReleaseStatus::Superseded
         ]
     );
+}
+
+/// An app with v1 live from build b1.
+async fn live_app(s: &dyn Store) {
+    s.create_app("shop", 1).await.unwrap();
+    build(s, "b1").await;
+    s.claim_build("b1", "n1", 2).await.unwrap();
+    s.succeed_build("b1", &artifact(None), 3).await.unwrap();
+    s.complete_rollout("shop", 1).await.unwrap();
+}
+
+#[tokio::test]
+async fn config_changes_make_releases_and_rollback_restores_code_and_config() {
+    let s = store().await;
+    live_app(s.as_ref()).await;
+    let edit = berth_store::ConfigEdit {
+        set: BTreeMap::from([("DEBUG".into(), "0".into())]),
+        ..Default::default()
+    };
+    let (app, r2) = s
+        .change_config("shop", &edit, "config set DEBUG", "admin", 4)
+        .await
+        .unwrap();
+    let r2 = r2.expect("a live app gets a new release");
+    assert_eq!((r2.version, r2.build_id.as_str()), (2, "b1"));
+    assert_eq!(r2.config["DEBUG"], "0");
+    assert_eq!(app.rollout.as_ref().map(|r| r.release), Some(2));
+    // A failed rollout leaves v1 live.
+    s.fail_rollout("shop", 2, "web.1 of v2 crashed 3 times")
+        .await
+        .unwrap();
+    let app = s.app("shop").await.unwrap().unwrap();
+    assert_eq!(
+        (app.current_release, app.rollout.is_none()),
+        (Some(1), true)
+    );
+    assert_eq!(
+        s.release("shop", 2).await.unwrap().unwrap().status,
+        ReleaseStatus::Failed
+    );
+
+    // Secrets go by reference; setting a name that is a config var is refused.
+    let secret = berth_store::ConfigEdit {
+        set_secrets: BTreeMap::from([("DEBUG".into(), "sealed".into())]),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.change_config("shop", &secret, "secrets set DEBUG", "admin", 5)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let secret = berth_store::ConfigEdit {
+        set_secrets: BTreeMap::from([("KEY".into(), "sealed-1".into())]),
+        ..Default::default()
+    };
+    let (_, r3) = s
+        .change_config("shop", &secret, "secrets set KEY", "admin", 5)
+        .await
+        .unwrap();
+    let r3 = r3.unwrap();
+    assert_eq!(r3.secrets["KEY"], 1);
+    assert!(!r3.config.contains_key("KEY"));
+    s.complete_rollout("shop", 3).await.unwrap();
+
+    // Rolling back to v1: v1's build and (empty) config, no release phase.
+    let r4 = s.rollback("shop", 1, "admin", 6).await.unwrap();
+    assert_eq!(
+        (r4.build_id.as_str(), r4.description.as_str()),
+        ("b1", "rollback to v1")
+    );
+    assert!(r4.config.is_empty() && r4.secrets.is_empty());
+    let app = s.app("shop").await.unwrap().unwrap();
+    assert!(app.config.is_empty(), "rollback restores the config");
+
+    // A restart bumps generations and needs no new release.
+    s.complete_rollout("shop", 4).await.unwrap();
+    let rollout = s.restart("shop", &[], 7).await.unwrap();
+    assert_eq!((rollout.release, rollout.generation("web")), (4, 1));
+    assert!(matches!(
+        s.restart("shop", &[], 7).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.complete_rollout("shop", 4).await.unwrap();
+    let app = s.app("shop").await.unwrap().unwrap();
+    assert_eq!(app.generations["web"], 1);
+    assert_eq!(app.current_release, Some(4));
+}
+
+#[tokio::test]
+async fn old_builds_are_collected_and_cannot_be_rolled_back_to() {
+    let s = store().await;
+    live_app(s.as_ref()).await;
+    for (i, id) in ["b2", "b3"].iter().enumerate() {
+        let now = 10 + i as i64;
+        build(s.as_ref(), id).await;
+        s.claim_build(id, "n1", now).await.unwrap();
+        let (_, r) = s.succeed_build(id, &artifact(None), now).await.unwrap();
+        s.complete_rollout("shop", r.version).await.unwrap();
+    }
+    // Keep 1: b3 is live; b1 and b2 go, unless an instance still runs them.
+    let v2_instance = Instance {
+        app: "shop".into(),
+        release: 2,
+        process_type: "web".into(),
+        index: 1,
+        generation: 0,
+        node: "n1".into(),
+        state: InstanceState::Draining,
+        addr: None,
+        pid: None,
+        started_at: None,
+        restarts: 0,
+        last_exit: None,
+        next_restart_at: None,
+        health: None,
+    };
+    s.replace_node_instances("n1", &[v2_instance], 20)
+        .await
+        .unwrap();
+    assert_eq!(s.collect_builds("shop", 1, 21).await.unwrap(), ["b1"]);
+    s.replace_node_instances("n1", &[], 22).await.unwrap();
+    assert_eq!(s.collect_builds("shop", 1, 23).await.unwrap(), ["b2"]);
+    let collected = s.collected_builds(0).await.unwrap();
+    assert_eq!(collected.len(), 2);
+    assert_eq!(collected[0].0, "n1");
+    match s.rollback("shop", 1, "admin", 24).await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("garbage-collected"), "{m}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -135,6 +278,7 @@ async fn names_domains_logs_and_deletion() {
         source: "web.1".into(),
         scope: None,
         line: format!("line {n}"),
+        event: None,
     };
     let last = s
         .append_logs(&[line("shop", 1), line("blog", 2), line("shop", 3)])

@@ -4,11 +4,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use berth_model::names::{normalize_domain, validate_app_name};
-use berth_model::{AddDomain, App, CreateApp, Instance};
+use berth_model::{AddDomain, App, CreateApp, EventKind, Instance};
 use berth_store::AppRecord;
 
-use super::{log, require_app};
+use super::require_app;
 use crate::error::ApiResult;
+use crate::events::{emit, log};
 use crate::scheduler::app_host;
 use crate::{ApiErr, Ctx};
 
@@ -36,6 +37,8 @@ pub(crate) fn to_app(ctx: &Ctx, r: AppRecord) -> App {
         current_release: r.current_release,
         formation: r.formation,
         domains: r.domains,
+        rolling_release: r.rollout.map(|r| r.release),
+        settings: r.settings,
     }
 }
 
@@ -138,6 +141,11 @@ pub async fn scale(
                 types.join(", ")
             )));
         }
+        if berth_model::is_singleton(process_type) && *count > 1 {
+            return Err(ApiErr::bad_request(format!(
+                "{process_type} is a singleton type: two would run every scheduled job twice; scale it to 0 or 1"
+            )));
+        }
         if *count > MAX_INSTANCES {
             return Err(ApiErr::bad_request(format!(
                 "{process_type}={count} is more than {MAX_INSTANCES} instances"
@@ -147,6 +155,12 @@ pub async fn scale(
     let rec = ctx.store.set_formation(&app, &counts).await?;
     ctx.watchers.changed().await;
     let summary = berth_model::formation_text(&counts);
-    log(&ctx, &app, None, format!("Scaled to {summary}")).await;
+    emit(
+        &ctx,
+        &app,
+        EventKind::Scaled,
+        format!("Scaled to {summary}"),
+    )
+    .await;
     Ok(Json(to_app(&ctx, rec)))
 }

@@ -11,8 +11,9 @@ use berth_store::NewBuild;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{log, require_app};
+use super::require_app;
 use crate::error::ApiResult;
+use crate::events::log;
 use crate::{ApiErr, Ctx};
 
 fn too_big(size: u64, max: u64) -> ApiErr {
@@ -47,7 +48,7 @@ pub async fn upload(
         return Err(too_big(len, max));
     }
     let id = new_id();
-    let final_path = ctx.config.sources_dir.join(format!("{id}.tar.gz"));
+    let final_path = source_path(&ctx.config, &id);
     let tmp_path = ctx.config.sources_dir.join(format!("{id}.upload"));
     let size = match receive(body, &tmp_path, max).await {
         Ok(size) => size,
@@ -121,11 +122,16 @@ pub async fn show(
     Ok(Json(rec.build))
 }
 
+/// Where the uploaded source of build `id` is kept.
+pub(crate) fn source_path(config: &crate::ServerConfig, id: &str) -> std::path::PathBuf {
+    config.sources_dir.join(format!("{id}.tar.gz"))
+}
+
 pub async fn source(State(ctx): State<Ctx>, Path(id): Path<String>) -> ApiResult<Response> {
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(ApiErr::not_found(format!("no build {id:?}")));
     }
-    let path = ctx.config.sources_dir.join(format!("{id}.tar.gz"));
+    let path = source_path(&ctx.config, &id);
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|_| ApiErr::not_found(format!("the source of build {id} is gone")))?;
@@ -165,8 +171,8 @@ pub async fn result(
     let build = match result {
         BuildResult::Succeeded { artifact } => {
             let (rec, release) = ctx.store.succeed_build(&id, &artifact, now).await?;
-            let next = if release.status == berth_model::ReleaseStatus::Live {
-                "live".to_string()
+            let next = if release.status == berth_model::ReleaseStatus::Rolling {
+                "rolling out".to_string()
             } else {
                 format!(
                     "running release command: {}",

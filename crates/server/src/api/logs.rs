@@ -56,6 +56,37 @@ pub async fn read(
     }
 }
 
+#[derive(Deserialize)]
+pub struct EventQuery {
+    #[serde(default)]
+    after: i64,
+    wait: Option<u64>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/apps/{app}/events`: the app's state changes, oldest first,
+/// long-polling like the log when `wait` is given.
+pub async fn events(
+    State(ctx): State<Ctx>,
+    Path(app): Path<String>,
+    Query(q): Query<EventQuery>,
+) -> ApiResult<Json<LogPage>> {
+    require_app(&ctx, &app).await?;
+    let limit = q.limit.unwrap_or(MAX_LINES).clamp(1, MAX_LINES);
+    let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(ctx.config.max_wait);
+    let deadline = Instant::now() + wait;
+    loop {
+        let seen = ctx.watchers.last_log_id();
+        let lines = ctx.store.events(&app, q.after, limit).await?;
+        let now = Instant::now();
+        if !lines.is_empty() || now >= deadline {
+            let cursor = lines.last().map(|l| l.id).unwrap_or(q.after);
+            return Ok(Json(LogPage { lines, cursor }));
+        }
+        ctx.watchers.logs_after(seen, deadline - now).await;
+    }
+}
+
 pub async fn append(
     State(ctx): State<Ctx>,
     Json(mut lines): Json<Vec<NewLogLine>>,

@@ -2,13 +2,18 @@
 
 mod apps;
 mod builds;
+mod config;
 mod logs;
 mod nodes;
 mod releases;
+mod rollouts;
 
-use axum::routing::{get, post, put};
+pub(crate) use builds::source_path;
+pub(crate) use config::secret_aad;
+
+use axum::routing::{get, patch, post, put};
 use axum::{middleware, Json, Router};
-use berth_model::{Info, NewLogLine};
+use berth_model::Info;
 
 use crate::error::ApiResult;
 use crate::{auth, Ctx};
@@ -40,6 +45,16 @@ pub fn routes(ctx: Ctx) -> Router {
             "/apps/{app}/releases/{version}/phase",
             post(releases::phase),
         )
+        .route(
+            "/apps/{app}/config",
+            get(config::show).patch(config::change_config),
+        )
+        .route("/apps/{app}/secrets", patch(config::change_secrets))
+        .route("/apps/{app}/rollback", post(rollouts::rollback))
+        .route("/apps/{app}/restart", post(rollouts::restart))
+        .route("/apps/{app}/settings", put(rollouts::settings))
+        .route("/apps/{app}/events", get(logs::events))
+        .route("/routers/applied", get(nodes::routers_applied))
         .route("/apps/{app}/logs", get(logs::read))
         .route("/logs", post(logs::append))
         .route("/nodes/{node}/desired", get(nodes::desired))
@@ -59,22 +74,8 @@ async fn info(axum::extract::State(ctx): axum::extract::State<Ctx>) -> Json<Info
         apps_domain: ctx.config.apps_domain.clone(),
         router_url: ctx.config.router_url.clone(),
         max_source_bytes: ctx.config.max_source_bytes,
+        revision: ctx.store.revision().await.unwrap_or_default(),
     })
-}
-
-/// Appends one line to an app's log on behalf of the control plane itself.
-pub(crate) async fn log(ctx: &Ctx, app: &str, scope: Option<&str>, line: String) {
-    let l = NewLogLine {
-        app: app.into(),
-        ts: berth_model::now_millis(),
-        source: "berth".into(),
-        scope: scope.map(Into::into),
-        line,
-    };
-    match ctx.store.append_logs(&[l]).await {
-        Ok(id) => ctx.watchers.logs_appended(id),
-        Err(e) => tracing::warn!("could not write to the log of {app}: {e}"),
-    }
 }
 
 /// Fails with 404 when the app does not exist.

@@ -4,8 +4,9 @@ use axum::extract::{Path, State};
 use axum::Json;
 use berth_model::{Claim, Release, ReleasePhaseResult};
 
-use super::{log, require_app};
+use super::require_app;
 use crate::error::ApiResult;
+use crate::events::log;
 use crate::{ApiErr, Ctx};
 
 pub async fn list(
@@ -63,7 +64,7 @@ pub async fn phase(
         .await?;
     ctx.watchers.changed().await;
     let msg = match &error {
-        None => format!("Release v{v} is live"),
+        None => format!("Release v{v}: release phase succeeded, rolling out"),
         Some(e) => format!(
             "Release v{v} failed in its release phase, the previous release keeps serving: {e}"
         ),
