@@ -3,7 +3,9 @@
 Routes (tests rely on them):
   GET  /             greeting naming the release (BERTH_RELEASE, or "dev")
   GET  /env/<name>   value of an environment variable, 404 if unset
-  GET  /healthz      "ok"
+  GET  /healthz      "ok"; HEALTHZ_STATUS (config var) overrides the status,
+                     and an instance sent POST /sick answers 503 from then on
+  POST /sick         makes this instance's /healthz fail
   GET  /slow?seconds=N  sleeps N seconds (at most 30), then "done"
   GET  /pid          pid of the gunicorn master (the process Berth started)
   POST /echo         the request body, unchanged
@@ -39,9 +41,23 @@ def env(name: str) -> Response:
     return text(value)
 
 
+def sick_flag() -> str:
+    # Per instance (PORT), shared by its gunicorn workers.
+    return os.path.join(os.environ.get("HOME", "/tmp"), f"sick-{os.environ.get('PORT', '0')}")
+
+
 @app.get("/healthz")
 def healthz() -> Response:
-    return text("ok")
+    if os.path.exists(sick_flag()):
+        return text("sick\n", status=503)
+    return text("ok", status=int(os.environ.get("HEALTHZ_STATUS", "200")))
+
+
+@app.post("/sick")
+def sick() -> Response:
+    with open(sick_flag(), "w") as f:
+        f.write("sick\n")
+    return text("this instance now fails its health check\n")
 
 
 @app.get("/slow")

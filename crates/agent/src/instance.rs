@@ -1,5 +1,5 @@
-//! One instance's life: start, wait until it is ready (listens on `PORT`
-//! and passes its health check `rise` times), restart it when it dies or
+//! One instance's life: start, wait until it is ready (listens on `PORT`,
+//! answers HTTP, and passes its health check `rise` times), restart it when it dies or
 //! fails its check `fall` times in a row (with exponential backoff), and on
 //! request drain it — out of every router, confirmed — and stop it.
 
@@ -32,6 +32,9 @@ pub enum Control {
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// The process type that must listen on `PORT` before it is up.
 const WEB: &str = "web";
+/// The longest one readiness probe waits for an answer (workers may still
+/// be loading the app).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// While an instance starts, checks run at least this often, so a rollout
 /// does not wait a whole interval per `rise` (HAProxy's `fastinter`).
 const STARTING_CHECK_INTERVAL: Duration = Duration::from_millis(250);
@@ -181,7 +184,8 @@ impl Life {
             port,
             home,
         })?;
-        spawn::forward_output(&mut child, &spec.app, &dyno, None, &self.logs);
+        let scope = format!("v{}", spec.release);
+        spawn::forward_output(&mut child, &spec.app, &dyno, Some(&scope), &self.logs);
         self.state.state = InstanceState::Starting;
         self.state.pid = child.id();
         self.state.started_at = Some(berth_model::now_millis());
@@ -216,10 +220,17 @@ impl Life {
                 .as_ref()
                 .map(|h| Duration::from_millis(h.interval_ms))
                 .unwrap_or(Duration::from_secs(3600));
+            if hc.is_none() && self.state.health.is_some() {
+                // The check was removed while running.
+                self.state.health = None;
+                self.publish();
+            }
             let event = tokio::select! {
                 status = child.wait() => Watch::Died(status),
                 _ = until_not_run(&mut self.control) => Watch::Stop,
                 _ = tokio::time::sleep(interval), if hc.is_some() => Watch::Check,
+                // A health check set or changed while running applies now.
+                r = self.spec.changed() => if r.is_ok() { Watch::SpecChanged } else { Watch::Stop },
             };
             match event {
                 Watch::Died(status) => return Some(died(pid, status)),
@@ -228,11 +239,15 @@ impl Life {
                     return None;
                 }
                 Watch::Check => {}
+                Watch::SpecChanged => {
+                    failures = 0;
+                    continue;
+                }
             }
             let Some(hc) = hc else { continue };
             let addr = self.state.addr.clone().unwrap_or_default();
             match self.checker.check(&addr, &self.spec().host, &hc).await {
-                Ok(()) if failures == 0 => {}
+                Ok(()) if failures == 0 && self.state.health.as_deref() == Some("passing") => {}
                 Ok(()) => {
                     failures = 0;
                     self.state.health = Some("passing".into());
@@ -277,7 +292,18 @@ impl Life {
             }
             if listening {
                 match &hc {
-                    None => return Ready::Up(child),
+                    None => {
+                        let host = self.spec().host;
+                        let probe = self.checker.answers(&addr, &host, PROBE_TIMEOUT);
+                        let answered = tokio::select! {
+                            r = probe => r,
+                            status = child.wait() => return Ready::Ended(Some(died(pid, status))),
+                        };
+                        match answered {
+                            Ok(()) => return Ready::Up(child),
+                            Err(why) => last_failure = why,
+                        }
+                    }
                     Some(hc) => match self.checker.check(&addr, &self.spec().host, hc).await {
                         Ok(()) => {
                             passes += 1;
@@ -300,14 +326,22 @@ impl Life {
                 }
             }
             if Instant::now() >= deadline {
-                let (why, exit) = if listening {
+                let (why, exit) = if let (true, Some(hc)) = (listening, &hc) {
                     (
                         format!(
                             "did not pass its health check GET {} within {}s (last: {last_failure})",
-                            hc.map(|h| h.path).unwrap_or_default(),
+                            hc.path,
                             self.config.ready_timeout.as_secs()
                         ),
                         "did not pass its health check in time".to_string(),
+                    )
+                } else if listening {
+                    (
+                        format!(
+                            "listened on PORT but did not answer HTTP within {}s ({last_failure})",
+                            self.config.ready_timeout.as_secs()
+                        ),
+                        "did not answer HTTP in time".to_string(),
                     )
                 } else {
                     (
@@ -327,7 +361,7 @@ impl Life {
             }
             let pause = if listening {
                 hc.map(|h| Duration::from_millis(h.interval_ms))
-                    .unwrap_or_default()
+                    .unwrap_or(STARTING_CHECK_INTERVAL)
                     .min(STARTING_CHECK_INTERVAL)
             } else {
                 Duration::from_millis(50)
@@ -384,26 +418,43 @@ impl Life {
         }
     }
 
-    /// SIGTERM, grace, SIGKILL; then the whole group goes.
+    /// Stops the process like systemd's `KillMode=mixed`: SIGTERM to the
+    /// process Berth started, which for pre-fork servers (gunicorn, uvicorn
+    /// with workers) is the master that finishes in-flight requests before
+    /// it stops its workers — signalling the workers directly would cut
+    /// those requests off. Whatever outlives the leader (children of a shell
+    /// wrapper) gets SIGTERM then, and the rest of the grace period; then
+    /// SIGKILL for the whole group.
     async fn terminate(&mut self, mut child: Child) {
         let Some(pid) = child.id() else {
             return;
         };
-        spawn::signal_group(pid, Signal::SIGTERM);
-        let status = match tokio::time::timeout(self.config.stop_grace, child.wait()).await {
-            Ok(status) => status
-                .map(spawn::describe_exit)
-                .unwrap_or_else(|e| e.to_string()),
+        let grace = self.config.stop_grace;
+        let deadline = tokio::time::Instant::now() + grace;
+        spawn::signal_leader(pid, Signal::SIGTERM);
+        let status = match tokio::time::timeout_at(deadline, child.wait()).await {
+            Ok(status) => {
+                let how = status
+                    .map(spawn::describe_exit)
+                    .unwrap_or_else(|e| e.to_string());
+                if spawn::group_alive(pid) {
+                    spawn::signal_group(pid, Signal::SIGTERM);
+                    while spawn::group_alive(pid) && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                how
+            }
             Err(_) => {
                 spawn::signal_group(pid, Signal::SIGKILL);
                 let _ = child.wait().await;
                 format!(
                     "did not exit within {}s of SIGTERM; killed with SIGKILL",
-                    self.config.stop_grace.as_secs()
+                    grace.as_secs()
                 )
             }
         };
-        // Whatever the leader left behind goes too.
+        // Whatever is left goes now.
         spawn::signal_group(pid, Signal::SIGKILL);
         self.event(EventKind::InstanceStopped, format!("stopped ({status})"));
     }
@@ -433,6 +484,7 @@ enum Watch {
     Died(std::io::Result<std::process::ExitStatus>),
     Stop,
     Check,
+    SpecChanged,
 }
 
 /// Resolves once the supervisor wants anything but `Run` (or is gone).

@@ -72,6 +72,16 @@ pub fn signal_group(pid: u32, signal: Signal) {
     let _ = killpg(Pid::from_raw(pid as i32), signal);
 }
 
+/// Signals the group's leader only.
+pub fn signal_leader(pid: u32, signal: Signal) {
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), signal);
+}
+
+/// Whether any process of the group led by `pid` is still alive.
+pub fn group_alive(pid: u32) -> bool {
+    killpg(Pid::from_raw(pid as i32), None).is_ok()
+}
+
 /// Forwards the child's stdout and stderr, line by line, to the app's log.
 /// Returns a task that ends when both streams close; it also keeps the last
 /// lines for error messages.

@@ -301,7 +301,9 @@ mod tests {
 
     #[tokio::test]
     async fn streams_both_outputs_as_lines_arrive() {
-        let (lines, result) = run("echo one; sleep 0.3; echo two >&2; printf three").await;
+        // Lines of two pipes keep their order only when time separates them.
+        let (lines, result) =
+            run("echo one; sleep 0.3; echo two >&2; sleep 0.3; printf three").await;
         result.unwrap();
         let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
         assert_eq!(text, ["one", "two", "three"]);

@@ -90,11 +90,13 @@ pub enum Command {
     Domains(DomainsCommand),
     /// Show config vars (secrets by name only, unless --reveal), or change
     /// them: each change makes a new release and rolls it out.
+    #[command(subcommand_negates_reqs = true)]
     Config {
         #[command(subcommand)]
         change: Option<ConfigCommand>,
-        #[command(flatten)]
-        app: AppArg,
+        /// The app's name.
+        #[arg(short, long, env = "BERTH_APP_NAME", required = true)]
+        app: Option<String>,
         /// Show secret values too.
         #[arg(long)]
         reveal: bool,
@@ -109,7 +111,8 @@ pub enum Command {
     /// roll it out (no rebuild, no release phase).
     Rollback {
         /// The release to go back to, e.g. v2.
-        version: String,
+        #[arg(value_name = "VERSION")]
+        release: String,
         #[command(flatten)]
         app: AppArg,
     },
@@ -121,11 +124,13 @@ pub enum Command {
         app: AppArg,
     },
     /// Show or set the HTTP health check of web instances.
+    #[command(subcommand_negates_reqs = true)]
     Healthcheck {
         #[command(subcommand)]
         change: Option<HealthcheckCommand>,
-        #[command(flatten)]
-        app: AppArg,
+        /// The app's name.
+        #[arg(short, long, env = "BERTH_APP_NAME", required = true)]
+        app: Option<String>,
     },
     /// Show or set how rollouts replace instances.
     Rollout {
@@ -164,11 +169,15 @@ pub enum ConfigCommand {
     Set {
         #[arg(required = true)]
         pairs: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
     },
     /// Remove vars by name.
     Unset {
         #[arg(required = true)]
         names: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
     },
 }
 
@@ -208,9 +217,14 @@ pub enum HealthcheckCommand {
         /// Failures in a row before an instance is restarted.
         #[arg(long, default_value_t = 3)]
         fall: u32,
+        #[command(flatten)]
+        app: AppArg,
     },
     /// Remove the health check.
-    Off,
+    Off {
+        #[command(flatten)]
+        app: AppArg,
+    },
 }
 
 fn parse_ms(s: &str) -> Result<u64, String> {
@@ -288,11 +302,11 @@ pub async fn run(command: Command, settings: settings::Settings) -> anyhow::Resu
             reveal,
             json,
         } => match change {
-            None => config::show(&client, &app.app, reveal, json).await,
-            Some(ConfigCommand::Set { pairs }) => {
+            None => config::show(&client, &app.unwrap_or_default(), reveal, json).await,
+            Some(ConfigCommand::Set { pairs, app }) => {
                 config::change(&client, &app.app, &pairs, &[], false).await
             }
-            Some(ConfigCommand::Unset { names }) => {
+            Some(ConfigCommand::Unset { names, app }) => {
                 config::change(&client, &app.app, &[], &names, false).await
             }
         },
@@ -302,13 +316,13 @@ pub async fn run(command: Command, settings: settings::Settings) -> anyhow::Resu
         Command::Secrets(SecretsCommand::Unset { names, app }) => {
             config::change(&client, &app.app, &[], &names, true).await
         }
-        Command::Rollback { version, app } => config::rollback(&client, &app.app, &version).await,
+        Command::Rollback { release, app } => config::rollback(&client, &app.app, &release).await,
         Command::Restart { process_types, app } => {
             config::restart(&client, &app.app, process_types).await
         }
         Command::Healthcheck { change, app } => match change {
-            None => config::healthcheck(&client, &app.app, None, false).await,
-            Some(HealthcheckCommand::Off) => {
+            None => config::healthcheck(&client, &app.unwrap_or_default(), None, false).await,
+            Some(HealthcheckCommand::Off { app }) => {
                 config::healthcheck(&client, &app.app, None, true).await
             }
             Some(HealthcheckCommand::Set {
@@ -317,6 +331,7 @@ pub async fn run(command: Command, settings: settings::Settings) -> anyhow::Resu
                 timeout,
                 rise,
                 fall,
+                app,
             }) => {
                 let hc = berth_model::HealthCheck {
                     path,

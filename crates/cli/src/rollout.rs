@@ -32,7 +32,7 @@ pub async fn follow_release(
                     Some(v) => format!("v{v} keeps serving."),
                     None => "the app has no live release yet.".into(),
                 };
-                let tail = failing_output(client, app, error).await;
+                let tail = failing_output(client, app, version, error).await;
                 bail!("release v{version} failed: {error}\n{serving}{tail}");
             }
             ReleaseStatus::Superseded => {
@@ -54,7 +54,30 @@ pub async fn follow_release(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    old_instances_out_of_rotation(client, app, version).await?;
     routers_caught_up(client).await
+}
+
+/// Waits (a bounded while) until no web instance of another release is up:
+/// they leave the routes as they start draining, so once this holds every
+/// new request reaches `version`.
+async fn old_instances_out_of_rotation(
+    client: &Client,
+    app: &str,
+    version: u32,
+) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        let old_up = client.instances(app).await?.into_iter().any(|i| {
+            i.release != version
+                && i.process_type == "web"
+                && i.state == berth_model::InstanceState::Up
+        });
+        if !old_up {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// `web: 1 of 2 up` for the instances of `version`.
@@ -77,12 +100,15 @@ async fn progress(client: &Client, app: &str, version: u32) -> anyhow::Result<St
 }
 
 /// The last lines of the instance a failure names (`web.1 of v3 …`).
-async fn failing_output(client: &Client, app: &str, error: &str) -> String {
+async fn failing_output(client: &Client, app: &str, version: u32, error: &str) -> String {
     let Some(source) = error.split(" of v").next().filter(|s| s.contains('.')) else {
         return String::new();
     };
+    // Release N's process output is scoped `vN`: another release's web.1
+    // (the one still serving) does not mix in.
+    let scope = format!("v{version}");
     let Ok(page) = client
-        .logs(app, None, Some(1000), Duration::ZERO, None)
+        .logs(app, None, Some(1000), Duration::ZERO, Some(&scope))
         .await
     else {
         return String::new();

@@ -278,7 +278,8 @@ pub struct LogLine {
     /// Where it came from: `build`, `release`, `web.1`, `router`, `berth`.
     pub source: String,
     /// A build id for build and release-phase output, so `berth deploy` can
-    /// follow its own build.
+    /// follow its own build; `vN` for the output of release N's processes,
+    /// so a failed rollout can show what its instances printed.
     pub scope: Option<String>,
     pub line: String,
     /// Set when the line records a state change (see [`EventKind`]); such

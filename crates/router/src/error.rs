@@ -2,6 +2,21 @@
 //! an app, with who is to blame and whether trying again is safe. That pair
 //! decides between retry, `502` and `504`, as pingora's `ErrorSource` and
 //! `RetryType` do.
+//!
+//! For retries, what matters is how far the request got:
+//! - [`ProxyError::Connect`]: nowhere — any request whose body is still at
+//!   hand may go to another backend ([`ProxyError::retry_safe`]);
+//! - [`ProxyError::EmptyResponse`]: the backend took it and closed or reset
+//!   the connection before a single response byte (a process killed with
+//!   requests in its accept queue, a keep-alive connection closed as it was
+//!   reused). It may have acted on the request, so only a request that is
+//!   idempotent and had no body may be sent again
+//!   ([`ProxyError::unanswered`]);
+//! - anything later, and every timeout: never. A response had begun, or a
+//!   slow app may still be working on the request.
+//!
+//! The first two also count against the backend's passive health
+//! ([`ProxyError::marks_backend`]).
 
 use std::time::Duration;
 
@@ -36,6 +51,12 @@ pub enum ProxyError {
         #[source]
         source: hyper_util::client::legacy::Error,
     },
+    #[error("backend {backend} closed the connection without answering")]
+    EmptyResponse {
+        backend: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
     #[error("backend {backend} did not answer within {timeout:?}")]
     Timeout { backend: String, timeout: Duration },
     #[error("backend {backend} failed")]
@@ -58,7 +79,7 @@ impl ProxyError {
             Self::NoBackends(_) | Self::Connect { .. } | Self::Timeout { .. } => {
                 ErrorSource::Upstream
             }
-            Self::Upstream { .. } => ErrorSource::Upstream,
+            Self::EmptyResponse { .. } | Self::Upstream { .. } => ErrorSource::Upstream,
             Self::Internal(_) => ErrorSource::Internal,
         }
     }
@@ -70,13 +91,30 @@ impl ProxyError {
         matches!(self, Self::Connect { .. })
     }
 
+    /// True when the backend took the request and closed or reset the
+    /// connection before sending any response byte. The request may have
+    /// had effects, so it may be sent again only if it is idempotent and has
+    /// no body (a body is consumed by the first attempt).
+    pub fn unanswered(&self) -> bool {
+        matches!(self, Self::EmptyResponse { .. })
+    }
+
+    /// True when the failure says the backend's process is unreachable or
+    /// dying — not slow, not answering badly — so it counts towards taking
+    /// the backend out of rotation for a while.
+    pub fn marks_backend(&self) -> bool {
+        matches!(self, Self::Connect { .. } | Self::EmptyResponse { .. })
+    }
+
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::UnknownHost(_) | Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NoBackends(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Connect { .. } | Self::EmptyResponse { .. } | Self::Upstream { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -113,7 +151,7 @@ impl ProxyError {
                 "App not running",
                 "This app is not running right now. Try again in a few seconds.".to_string(),
             ),
-            Self::Connect { .. } | Self::Upstream { .. } => (
+            Self::Connect { .. } | Self::EmptyResponse { .. } | Self::Upstream { .. } => (
                 "Bad gateway",
                 "The app could not answer this request.".to_string(),
             ),
@@ -169,6 +207,8 @@ mod tests {
         };
         assert_eq!(t.status(), StatusCode::GATEWAY_TIMEOUT);
         assert!(!t.retry_safe());
+        assert!(!t.unanswered(), "a slow app must not get the request twice");
+        assert!(!t.marks_backend(), "slow is not down");
         assert_eq!(t.source_kind(), ErrorSource::Upstream);
         assert_eq!(
             ProxyError::UnknownHost("h".into()).source_kind(),

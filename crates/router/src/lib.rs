@@ -18,8 +18,12 @@
 //! - `proxy` — the request path as named phases, with per-request state in
 //!   one context.
 //! - `upstream` — the pooled client to backends and one send attempt.
-//! - [`table`] — [`Routes`], the compiled table and per-backend load.
-//! - `balance` — least-conn (power of two choices) and round robin.
+//! - `connector` — TCP to backends, counting what each connection received
+//!   (to tell an empty response from a broken one).
+//! - [`table`] — [`Routes`], the compiled table, per-backend load and health.
+//! - `health` — passive health: out of rotation after repeated failures.
+//! - `balance` — least-conn (power of two choices) and round robin, over the
+//!   backends that are not down.
 //! - `headers` — hop-by-hop stripping, `X-Forwarded-*`, `X-Request-Id`.
 //! - `static_files` — files from disk with ETag and conditional requests.
 //! - `access_log` — the Heroku-style line.
@@ -33,9 +37,11 @@ mod access_log;
 mod balance;
 pub mod body;
 pub mod config;
+mod connector;
 pub mod control_plane;
 pub mod error;
 mod headers;
+mod health;
 mod proxy;
 pub mod server;
 pub mod standalone;

@@ -2,11 +2,14 @@
 //!
 //! 1. **route** — Host header → app ([`route`]);
 //! 2. **static** — files under the app's static prefix, served from disk;
-//! 3. **pick** — a backend of the app ([`crate::balance::pick`]);
+//! 3. **pick** — a backend of the app that is not down
+//!    ([`crate::balance::pick`]);
 //! 4. **rewrite request** — hop-by-hop out, `X-Forwarded-*` in
 //!    ([`rewrite_request`]);
-//! 5. **forward** — send, retrying a connect failure once when safe
-//!    ([`forward`]);
+//! 5. **forward** — send; when the backend could not be reached, or took
+//!    the request and closed without a response byte, send it once more
+//!    elsewhere if that is safe ([`forward`], [`resend_body`]). Every
+//!    attempt feeds the backend's passive health ([`crate::health`]);
 //! 6. **rewrite response** — hop-by-hop out, `X-Request-Id` in;
 //! 7. **log** — when the response body ends ([`finish`]).
 //!
@@ -30,9 +33,10 @@ use crate::body::{Body, BoxError, Tracked};
 use crate::config::RouterConfig;
 use crate::error::{ErrorSource, ProxyError};
 use crate::headers::{self, X_REQUEST_ID};
+use crate::health;
 use crate::static_files;
-use crate::table::{normalize_host, App, LoadGuard, Routes};
-use crate::upstream::{self, Upstream};
+use crate::table::{normalize_host, App, BackendState, LoadGuard, Routes};
+use crate::upstream::{self, Conn, SendBody, Upstream};
 
 /// What every request handler shares.
 pub(crate) struct Shared {
@@ -156,8 +160,15 @@ async fn serve_static(
     Some(static_files::serve(&sf.dir, rest, req.method(), req.headers()).await)
 }
 
-/// Phases 3–6: pick a backend, rewrite, send, and once more elsewhere if the
-/// first connect failed and the request allows it.
+/// Phases 3–6: pick a backend, rewrite, send, and once more if the first
+/// attempt failed in a way that allows it ([`resend_body`]).
+///
+/// The second attempt goes to another backend. Only when there is none and
+/// the first went out on a pooled connection that the app closed under it
+/// — most likely its keep-alive timeout racing the router — does it go to
+/// the same backend again, on a new connection. Two attempts at most: a
+/// request that failed on two backends is unlikely to fare better on a
+/// third, and each attempt costs the client time.
 async fn forward(
     shared: &Shared,
     app: &App,
@@ -166,36 +177,46 @@ async fn forward(
 ) -> Result<Response<Body>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     rewrite_request(&mut parts, ctx);
-    let retry_allowed = retry_allowed(&parts.method, &body);
+    let bodiless = body.is_end_stream();
 
     let first = balance::pick(app, None).ok_or_else(|| ProxyError::NoBackends(app.name.clone()))?;
-    let failed = match attempt(shared, app, first, &parts, body, ctx).await {
+    let first_body = if bodiless {
+        SendBody::Empty
+    } else {
+        SendBody::Client(body)
+    };
+    let failed = match attempt(shared, app, first, Conn::Pooled, &parts, first_body, ctx).await {
         Ok(resp) => return Ok(resp),
         Err(failed) => failed,
     };
-    let second = if failed.error.retry_safe() && retry_allowed {
-        balance::pick(app, Some(first))
-    } else {
-        None
+    let Some(body) = resend_body(&parts.method, bodiless, &failed.error, failed.body) else {
+        return Err(failed.error);
     };
-    match (second, failed.body) {
-        (Some(second), Some(body)) => {
-            tracing::debug!(app = %app.name, "retrying on another backend: {}", failed.error.log_description());
-            attempt(shared, app, second, &parts, body, ctx)
-                .await
-                .map_err(|f| f.error)
-        }
-        _ => Err(failed.error),
-    }
+    let (second, conn) = match balance::pick(app, Some(first)) {
+        Some(other) => (other, Conn::Pooled),
+        None if failed.reused && failed.error.unanswered() => (first, Conn::Fresh),
+        None => return Err(failed.error),
+    };
+    tracing::debug!(
+        app = %app.name,
+        "sending the request again{}: {}",
+        if second == first { " on a new connection" } else { " to another backend" },
+        failed.error.log_description()
+    );
+    attempt(shared, app, second, conn, &parts, body, ctx)
+        .await
+        .map_err(|f| f.error)
 }
 
-/// One try on one backend: count its load, send, rewrite the response.
+/// One try on one backend: count its load, send, record the outcome in its
+/// health, rewrite the response.
 async fn attempt(
     shared: &Shared,
     app: &App,
     index: usize,
+    conn: Conn,
     parts: &Parts,
-    body: Incoming,
+    body: SendBody,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, upstream::Failed> {
     let backend = &app.backends[index];
@@ -204,10 +225,58 @@ async fn attempt(
     }
     let load = backend.begin();
     let timeout = shared.config.upstream_timeout;
-    let mut resp = upstream::send(&shared.client, backend, parts, body, timeout).await?;
+    let sent = upstream::send(&shared.client, conn, backend, parts, body, timeout).await;
+    observe(app, backend, sent.as_ref().err().map(|f| &f.error));
+    let mut resp = sent?;
     ctx.load = Some(load);
     headers::strip_hop_by_hop(resp.headers_mut());
     Ok(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()))
+}
+
+/// Feeds the outcome of one attempt to the backend's passive health, and
+/// logs the backend leaving and re-entering rotation — once per outage at
+/// info, not per request.
+fn observe(app: &App, backend: &BackendState, error: Option<&ProxyError>) {
+    match error {
+        // Any response head, whatever its status, shows the process is
+        // there and serving.
+        None => {
+            if backend.health.record_success() {
+                tracing::info!(
+                    app = %app.name,
+                    backend = %backend.id,
+                    addr = %backend.addr,
+                    "backend answers again; back in rotation"
+                );
+            }
+        }
+        Some(e) if e.marks_backend() => {
+            let Some(ejection) = backend.health.record_failure(health::now_ms()) else {
+                return;
+            };
+            let (cooldown, why) = (ejection.cooldown, e.log_description());
+            if ejection.first {
+                tracing::info!(
+                    app = %app.name,
+                    backend = %backend.id,
+                    addr = %backend.addr,
+                    "backend out of rotation for {cooldown:?} after {} failures in a row: {why}",
+                    health::FAILURES_TO_EJECT
+                );
+            } else {
+                // Still dead after a cooldown: re-ejected each time, which
+                // is detail, not news.
+                tracing::debug!(
+                    app = %app.name,
+                    backend = %backend.id,
+                    addr = %backend.addr,
+                    "backend still failing; out of rotation for {cooldown:?}: {why}"
+                );
+            }
+        }
+        // Slow or bad answers say nothing about whether the process is up.
+        Some(_) => {}
+    }
 }
 
 /// Phase 4: what the backend sees of the request head.
@@ -240,14 +309,37 @@ fn host_of_parts(parts: &Parts) -> Option<HeaderValue> {
     })
 }
 
-/// Whether a request may be sent a second time after a failed connect.
-/// Idempotent methods only, and among those a body only for methods where
-/// a body has no defined meaning: a PUT body is the change itself, and the
-/// router will not be the one to apply it twice.
-fn retry_allowed(method: &Method, body: &Incoming) -> bool {
+/// The body to send a failed request again with, or `None` when it must
+/// not be sent again.
+///
+/// - A failed connect never reached the backend: idempotent methods may go
+///   again, and among those a body only for methods where a body has no
+///   defined meaning (a PUT body is the change itself, and the router will
+///   not be the one to apply it twice). The body must have come back unread;
+///   a bodiless request simply gets a new empty one.
+/// - An empty response (taken, then closed without a byte) may have had
+///   effects, so only an idempotent request without a body goes again, with
+///   a new empty body: the original was handed to the first attempt.
+/// - Nothing else: a POST, a body that was (even partly) sent, a response
+///   that had begun, a timeout (a slow app must not run a request twice).
+fn resend_body(
+    method: &Method,
+    bodiless: bool,
+    error: &ProxyError,
+    unread: Option<Incoming>,
+) -> Option<SendBody> {
     let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     let idempotent = safe || matches!(*method, Method::PUT | Method::DELETE);
-    idempotent && (safe || body.is_end_stream())
+    if !idempotent {
+        return None;
+    }
+    if bodiless && (error.retry_safe() || error.unanswered()) {
+        return Some(SendBody::Empty);
+    }
+    if safe && error.retry_safe() {
+        return unread.map(SendBody::Client);
+    }
+    None
 }
 
 /// Phase 7: stamp the request id on the response and arrange for the load

@@ -6,6 +6,10 @@
 //! lookup and no parsing. Readers never lock: they load an `Arc<Table>` from
 //! an `ArcSwap` and keep it for the whole request, so a swap in the middle of
 //! a request changes nothing for that request.
+//!
+//! Per-backend state lives behind `Arc`s that each new table takes over from
+//! the previous one: the load counter for the same address, the passive
+//! health (`health`) for the same address *and* instance id.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use berth_model::{Balance, RouteTable, StaticFiles};
 use http::uri::Authority;
+
+use crate::health::Health;
 
 /// Shared handle on the router's live routes; clones see the same table.
 #[derive(Clone, Default)]
@@ -24,8 +30,8 @@ pub struct Routes {
 #[derive(Default)]
 struct Inner {
     table: ArcSwap<Table>,
-    /// Serialises updates, so that carrying load counters over from the
-    /// previous table never races with another update.
+    /// Serialises updates, so that carrying load counters and health over
+    /// from the previous table never races with another update.
     update: Mutex<()>,
 }
 
@@ -46,7 +52,7 @@ pub(crate) struct App {
     pub next: Arc<AtomicUsize>,
 }
 
-/// One backend and its live load.
+/// One backend, its live load and its passive health.
 #[derive(Clone)]
 pub(crate) struct BackendState {
     /// `host:port` as given, for logs.
@@ -58,6 +64,11 @@ pub(crate) struct BackendState {
     /// and carried into new tables: a deploy that keeps an instance must not
     /// make its load look like zero, or least-conn would pile onto it.
     pub load: Arc<AtomicUsize>,
+    /// Recent connect failures and empty responses, and whether that put
+    /// the backend out of rotation. Carried into new tables while address
+    /// and instance id stay the same: an update must not forgive a dead
+    /// instance, but a new instance that got a dead one's port starts clean.
+    pub health: Arc<Health>,
 }
 
 /// Holds one unit of a backend's load until dropped.
@@ -105,11 +116,13 @@ impl std::fmt::Debug for Routes {
 impl Table {
     fn compile(table: RouteTable, old: &Table) -> Self {
         let mut loads: HashMap<&str, &Arc<AtomicUsize>> = HashMap::new();
+        let mut healths: HashMap<(&str, &str), &Arc<Health>> = HashMap::new();
         let mut nexts: HashMap<&str, &Arc<AtomicUsize>> = HashMap::new();
         for app in old.hosts.values() {
             nexts.insert(&app.name, &app.next);
             for b in &app.backends {
                 loads.insert(&b.addr, &b.load);
+                healths.insert((&b.addr, &b.id), &b.health);
             }
         }
         let mut hosts = HashMap::new();
@@ -122,6 +135,9 @@ impl Table {
                         load: loads.get(b.addr.as_str()).map_or_else(Default::default, |l| {
                             Arc::clone(l)
                         }),
+                        health: healths
+                            .get(&(b.addr.as_str(), b.id.as_str()))
+                            .map_or_else(Default::default, |h| Arc::clone(h)),
                         addr: b.addr,
                         id: b.id,
                         authority,
@@ -164,6 +180,12 @@ impl BackendState {
     /// Outstanding requests right now.
     pub fn current_load(&self) -> usize {
         self.load.load(Ordering::Relaxed)
+    }
+
+    /// Whether the balancer should pass over this backend at `now`
+    /// ([`crate::health::now_ms`]).
+    pub fn is_down(&self, now: u64) -> bool {
+        self.health.is_down(now)
     }
 
     /// Counts one more request until the guard drops.
@@ -256,6 +278,28 @@ mod tests {
             1,
             "old guards settle the new counter"
         );
+    }
+
+    #[test]
+    fn health_survives_updates_for_the_same_instance_only() {
+        let routes = Routes::new();
+        routes.update(table(1, &["127.0.0.1:1", "127.0.0.1:2"]));
+        let t = routes.load();
+        let app = t.app("hello.localhost").expect("app routed");
+        for b in &app.backends {
+            for _ in 0..crate::health::FAILURES_TO_EJECT {
+                b.health.record_failure(0);
+            }
+        }
+
+        // Same addresses; the second now belongs to another instance.
+        let mut next = table(2, &["127.0.0.1:1", "127.0.0.1:2"]);
+        next.apps[0].backends[1].id = "v2/web.1".into();
+        routes.update(next);
+        let t2 = routes.load();
+        let app2 = t2.app("hello.localhost").expect("app routed");
+        assert!(app2.backends[0].is_down(1), "same instance stays down");
+        assert!(!app2.backends[1].is_down(1), "a new instance starts clean");
     }
 
     #[test]

@@ -4,11 +4,11 @@
 //! [`evaluate`] is pure and judges one app's rollout in a [`Snapshot`];
 //! [`run`] applies its verdicts to the store whenever the revision moves (an
 //! instance came up, crashed, …) and once a second for deadlines. It also
-//! garbage-collects old builds once a release is live.
+//! garbage-collects old builds once nothing runs them any more.
 
 use std::time::Duration;
 
-use berth_model::{EventKind, InstanceState, UnixMillis};
+use berth_model::{EventKind, InstanceState, Revision, UnixMillis};
 use berth_store::AppRecord;
 use tokio::sync::watch;
 
@@ -116,8 +116,9 @@ pub fn evaluate(s: &Snapshot, app: &AppRecord, timeout_ms: i64) -> Verdict {
 /// Applies verdicts until `stop` turns true.
 pub(crate) async fn run(ctx: Ctx, mut stop: watch::Receiver<bool>) {
     let mut revision = ctx.watchers.subscribe();
+    let mut collected_at = 0;
     loop {
-        if let Err(e) = pass(&ctx).await {
+        if let Err(e) = pass(&ctx, &mut collected_at).await {
             tracing::warn!("rollout controller: {e}; retrying");
         }
         tokio::select! {
@@ -128,8 +129,17 @@ pub(crate) async fn run(ctx: Ctx, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn pass(ctx: &Ctx) -> Result<(), berth_store::StoreError> {
+/// One look at every app. Builds are collected when the state has moved
+/// since the last collection (an old release's last instance stopping is
+/// what frees its build), not every second.
+async fn pass(ctx: &Ctx, collected_at: &mut Revision) -> Result<(), berth_store::StoreError> {
     let s = Snapshot::load(ctx.store.as_ref(), &*ctx.opener).await?;
+    if s.revision != *collected_at {
+        *collected_at = s.revision;
+        for app in s.apps.iter().filter(|a| a.rollout.is_none()) {
+            collect(ctx, &app.name, s.now).await;
+        }
+    }
     let timeout = ctx.config.rollout_timeout.as_millis() as i64;
     let mut changed = false;
     for app in &s.apps {
@@ -153,7 +163,6 @@ async fn pass(ctx: &Ctx) -> Result<(), berth_store::StoreError> {
                     format!("Release v{v} is live ({})", rollout.description)
                 };
                 crate::events::emit(ctx, &app.name, EventKind::ReleaseLive, what).await;
-                collect(ctx, &app.name, s.now).await;
             }
             Verdict::Fail(reason) => {
                 ctx.store.fail_rollout(&app.name, v, &reason).await?;

@@ -227,6 +227,64 @@ impl Berth {
     }
 }
 
+/// Requests sent without pause from several threads (each with its own
+/// keep-alive connection, as browsers and upstream proxies do), counting
+/// every answer that is not a 200.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(u64, Vec<String>)>>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug)]
+pub struct LoadReport {
+    pub ok: u64,
+    pub failures: Vec<String>,
+}
+
+impl Load {
+    pub fn start(berth: &Berth, host: &str, path: &str, threads: usize) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let url = format!("http://127.0.0.1:{}{path}", berth.router_port);
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, url, host) = (stop.clone(), url.clone(), host.to_string());
+                std::thread::spawn(move || {
+                    let client = http_client();
+                    let (mut ok, mut failures) = (0, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match client.get(&url).header("host", &host).send() {
+                            Ok(r) if r.status() == 200 => ok += 1,
+                            Ok(r) => failures.push(format!(
+                                "{}: {}",
+                                r.status(),
+                                r.text().unwrap_or_default().trim()
+                            )),
+                            Err(e) => failures.push(e.to_string()),
+                        }
+                    }
+                    (ok, failures)
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    pub fn stop(self) -> LoadReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut report = LoadReport {
+            ok: 0,
+            failures: Vec::new(),
+        };
+        for t in self.threads {
+            let (ok, failures) = t.join().unwrap();
+            report.ok += ok;
+            report.failures.extend(failures);
+        }
+        report
+    }
+}
+
 fn http_client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))

@@ -4,7 +4,9 @@
 
 mod kit;
 
+mod config;
 mod deploy;
 mod errors;
 mod router;
 mod supervision;
+mod zero_downtime;

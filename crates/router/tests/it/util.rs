@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_client::logs::LogShipper;
@@ -70,7 +70,13 @@ type TestBody = BoxBody<Bytes, hyper::Error>;
 
 impl Backend {
     pub async fn start(name: &'static str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_at(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// A backend on `addr`: a port of the test's choosing, such as one a
+    /// route already points at.
+    pub async fn start_at(name: &'static str, addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let conns = Arc::new(AtomicUsize::new(0));
@@ -118,6 +124,124 @@ impl Backend {
     pub fn arrived(&self) -> usize {
         self.arrived.load(Ordering::SeqCst)
     }
+
+    pub fn conns(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
+}
+
+/// How a [`Dying`] backend treats the requests it reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Dying {
+    /// Reads the request head, then closes the connection without a byte
+    /// of response: a process killed with the request in its socket.
+    CloseAfterHead,
+    /// Reads the request head, then resets the connection.
+    ResetAfterHead,
+    /// Reads the request head, sends part of a response head, then closes:
+    /// a process that died while answering.
+    CloseMidAnswer,
+    /// Answers the first request on each connection (keep-alive), then
+    /// reads the next head and closes: an app's keep-alive timeout firing
+    /// just as the router reuses the connection.
+    AnswerOnceThenClose,
+}
+
+/// A raw TCP backend on 127.0.0.1:0 that fails requests the way dying app
+/// processes do.
+pub struct DyingBackend {
+    pub addr: SocketAddr,
+    /// TCP connections accepted.
+    pub conns: Arc<AtomicUsize>,
+    /// Request lines read (`GET / HTTP/1.1`), answered or not.
+    pub requests: Arc<Mutex<Vec<String>>>,
+    /// Requests read and then left without a (whole) answer.
+    pub unanswered: Arc<AtomicUsize>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl DyingBackend {
+    pub async fn start(mode: Dying) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let conns = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let unanswered = Arc::new(AtomicUsize::new(0));
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let state = (conns.clone(), requests.clone(), unanswered.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = &mut stopped => return,
+                    r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+                };
+                let (conns, requests, unanswered) = state.clone();
+                conns.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    let mut answered = 0;
+                    while let Some(line) = read_head(&mut stream).await {
+                        // Recorded before the connection is touched, so a
+                        // client that sees the close sees the count too.
+                        requests.lock().expect("requests lock").push(line);
+                        if mode == Dying::AnswerOnceThenClose && answered == 0 {
+                            answered += 1;
+                            let ok = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-backend: dying\r\n\r\ndying";
+                            if stream.write_all(ok.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        unanswered.fetch_add(1, Ordering::SeqCst);
+                        if mode == Dying::CloseMidAnswer {
+                            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-").await;
+                        }
+                        if mode == Dying::ResetAfterHead {
+                            // Linger 0: closing sends RST instead of FIN.
+                            let _ = stream.set_zero_linger();
+                        }
+                        return;
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            conns,
+            requests,
+            unanswered,
+            _stop: stop,
+        }
+    }
+
+    pub fn conns(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
+
+    /// Request lines read so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().expect("requests lock").clone()
+    }
+
+    pub fn unanswered(&self) -> usize {
+        self.unanswered.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads one request head (bodies are not read) and returns its request
+/// line; `None` when the connection ends first.
+async fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte, so nothing after the head is consumed.
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    text.lines().next().map(str::to_string)
 }
 
 fn full(s: impl Into<Bytes>) -> TestBody {
