@@ -19,6 +19,11 @@ fn assert_no_failures(what: &str, load: Load) {
         "{what}: the load barely ran ({} requests)",
         report.ok
     );
+    eprintln!(
+        "{what}: {} requests answered 200, {} failed",
+        report.ok,
+        report.failures.len()
+    );
     assert!(
         report.failures.is_empty(),
         "{what}: {} of {} requests failed: {:?}",
