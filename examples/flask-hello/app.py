@@ -66,7 +66,10 @@ def slow() -> Response:
         seconds = float(request.args.get("seconds", "1"))
     except ValueError:
         return text("seconds must be a number\n", status=400)
-    time.sleep(min(max(seconds, 0.0), MAX_SLOW_SECONDS))
+    seconds = min(max(seconds, 0.0), MAX_SLOW_SECONDS)
+    # Tests wait for this line to know the request reached the app.
+    print(f"slow request: sleeping {seconds}s", flush=True)
+    time.sleep(seconds)
     return text("done")
 
 

@@ -68,22 +68,7 @@ impl Life {
         control: watch::Receiver<Control>,
     ) -> Self {
         let s = spec.borrow().clone();
-        let state = Instance {
-            app: s.app.clone(),
-            release: s.release,
-            process_type: s.process_type.clone(),
-            index: s.index,
-            generation: s.generation,
-            node: config.node.clone(),
-            state: InstanceState::Starting,
-            addr: None,
-            pid: None,
-            started_at: None,
-            restarts: 0,
-            last_exit: None,
-            next_restart_at: None,
-            health: None,
-        };
+        let state = Instance::starting(s.key(), &config.node);
         Self {
             spec,
             config,

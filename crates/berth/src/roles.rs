@@ -298,13 +298,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         shutdown.wait(),
     ));
     let routes = berth_router::Routes::new();
-    let routes_follow = routes.clone();
-    let shutdown_follow = shutdown.wait();
-    let router_name = format!("router@{node}");
-    tokio::spawn(async move {
-        berth_router::follow_control_plane_as(&router_name, client, routes_follow, shutdown_follow)
-            .await
-    });
+    tokio::spawn(berth_router::follow_control_plane_as(
+        format!("router@{node}"),
+        client,
+        routes.clone(),
+        shutdown.wait(),
+    ));
     let router_config = berth_router::RouterConfig {
         apps_domain: args.control.apps_domain.clone(),
         ..Default::default()
@@ -423,12 +422,12 @@ pub async fn router(
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("router@{}", hostname()));
-            let (follow_client, follow_routes, stop) =
-                (client.clone(), routes.clone(), shutdown.wait());
-            tokio::spawn(async move {
-                berth_router::follow_control_plane_as(&name, follow_client, follow_routes, stop)
-                    .await
-            });
+            tokio::spawn(berth_router::follow_control_plane_as(
+                name,
+                client.clone(),
+                routes.clone(),
+                shutdown.wait(),
+            ));
             (
                 bind(args.listen, "router", "--listen").await?,
                 Some(LogShipper::spawn(client)),

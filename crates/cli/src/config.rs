@@ -9,6 +9,7 @@ use berth_model::{ConfigAnswer, ConfigChange, HealthCheck, RolloutPolicy};
 
 use crate::output::{json, table};
 use crate::rollout::{follow_release, follow_restart};
+use crate::VarsCommand;
 
 /// Parses `NAME=VALUE` pairs (the value may contain `=`).
 fn parse_pairs(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -53,17 +54,24 @@ pub async fn show(client: &Client, app: &str, reveal: bool, as_json: bool) -> an
 }
 
 /// `berth config set|unset` and `berth secrets set|unset`.
-pub async fn change(
-    client: &Client,
-    app: &str,
-    set: &[String],
-    unset: &[String],
-    secrets: bool,
-) -> anyhow::Result<()> {
-    let change = ConfigChange {
-        set: parse_pairs(set)?,
-        unset: unset.to_vec(),
+pub async fn change(client: &Client, command: VarsCommand, secrets: bool) -> anyhow::Result<()> {
+    let (app, change) = match command {
+        VarsCommand::Set { pairs, app } => (
+            app.app,
+            ConfigChange {
+                set: parse_pairs(&pairs)?,
+                unset: Vec::new(),
+            },
+        ),
+        VarsCommand::Unset { names, app } => (
+            app.app,
+            ConfigChange {
+                set: BTreeMap::new(),
+                unset: names,
+            },
+        ),
     };
+    let app = app.as_str();
     for name in &change.unset {
         berth_model::names::validate_env_name(name)?;
     }

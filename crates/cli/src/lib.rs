@@ -93,7 +93,7 @@ pub enum Command {
     #[command(subcommand_negates_reqs = true)]
     Config {
         #[command(subcommand)]
-        change: Option<ConfigCommand>,
+        change: Option<VarsCommand>,
         /// The app's name.
         #[arg(short, long, env = "BERTH_APP_NAME", required = true)]
         app: Option<String>,
@@ -106,7 +106,7 @@ pub enum Command {
     /// Set or unset secrets: like config vars, but encrypted at rest and
     /// never printed back (except by `berth config --reveal`).
     #[command(subcommand)]
-    Secrets(SecretsCommand),
+    Secrets(VarsCommand),
     /// Make a new release with an earlier release's build and config, and
     /// roll it out (no rebuild, no release phase).
     Rollback {
@@ -163,8 +163,9 @@ pub enum Command {
     },
 }
 
+/// A change of config vars (`berth config …`) or secrets (`berth secrets …`).
 #[derive(Subcommand, Debug)]
-pub enum ConfigCommand {
+pub enum VarsCommand {
     /// Set NAME=VALUE pairs.
     Set {
         #[arg(required = true)]
@@ -172,25 +173,7 @@ pub enum ConfigCommand {
         #[command(flatten)]
         app: AppArg,
     },
-    /// Remove vars by name.
-    Unset {
-        #[arg(required = true)]
-        names: Vec<String>,
-        #[command(flatten)]
-        app: AppArg,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum SecretsCommand {
-    /// Set NAME=VALUE secrets.
-    Set {
-        #[arg(required = true)]
-        pairs: Vec<String>,
-        #[command(flatten)]
-        app: AppArg,
-    },
-    /// Remove secrets by name.
+    /// Remove by name.
     Unset {
         #[arg(required = true)]
         names: Vec<String>,
@@ -297,25 +280,16 @@ pub async fn run(command: Command, settings: settings::Settings) -> anyhow::Resu
         Command::Domains(c) => commands::domains(&client, c).await,
         Command::Scale { counts, app } => commands::scale(&client, &app.app, &counts).await,
         Command::Config {
-            change,
+            change: None,
             app,
             reveal,
             json,
-        } => match change {
-            None => config::show(&client, &app.unwrap_or_default(), reveal, json).await,
-            Some(ConfigCommand::Set { pairs, app }) => {
-                config::change(&client, &app.app, &pairs, &[], false).await
-            }
-            Some(ConfigCommand::Unset { names, app }) => {
-                config::change(&client, &app.app, &[], &names, false).await
-            }
-        },
-        Command::Secrets(SecretsCommand::Set { pairs, app }) => {
-            config::change(&client, &app.app, &pairs, &[], true).await
-        }
-        Command::Secrets(SecretsCommand::Unset { names, app }) => {
-            config::change(&client, &app.app, &[], &names, true).await
-        }
+        } => config::show(&client, &app.unwrap_or_default(), reveal, json).await,
+        Command::Config {
+            change: Some(change),
+            ..
+        } => config::change(&client, change, false).await,
+        Command::Secrets(change) => config::change(&client, change, true).await,
         Command::Rollback { release, app } => config::rollback(&client, &app.app, &release).await,
         Command::Restart { process_types, app } => {
             config::restart(&client, &app.app, process_types).await

@@ -11,9 +11,8 @@ use berth_model::{EventKind, LogLine, ReleaseStatus};
 const TAIL_LINES: usize = 20;
 
 /// Follows release `version` until it is live and every router routes it.
-/// `on_tick` runs between polls (the deploy prints its build scope's log
-/// lines there). A failed release is an error that carries the last output
-/// of the instance that failed it.
+/// A failed release is an error that carries the last output of the
+/// instance that failed it; `previous` is the release that keeps serving.
 pub async fn follow_release(
     client: &Client,
     app: &str,

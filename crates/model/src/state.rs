@@ -78,6 +78,29 @@ pub struct InstanceKey {
     pub generation: u32,
 }
 
+impl Instance {
+    /// The instance `key` as its agent first reports it: starting, no
+    /// process yet.
+    pub fn starting(key: InstanceKey, node: &str) -> Self {
+        Self {
+            app: key.app,
+            release: key.release,
+            process_type: key.process_type,
+            index: key.index,
+            generation: key.generation,
+            node: node.to_string(),
+            state: crate::InstanceState::Starting,
+            addr: None,
+            pid: None,
+            started_at: None,
+            restarts: 0,
+            last_exit: None,
+            next_restart_at: None,
+            health: None,
+        }
+    }
+}
+
 impl From<&Instance> for InstanceKey {
     fn from(i: &Instance) -> Self {
         Self {

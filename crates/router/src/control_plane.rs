@@ -34,12 +34,12 @@ pub async fn follow_control_plane(
 /// server which revision this router routes by, so a draining instance is
 /// stopped only once every router has stopped sending it requests.
 pub async fn follow_control_plane_as(
-    name: &str,
+    name: String,
     client: Client,
     routes: Routes,
     shutdown: impl Future<Output = ()>,
 ) {
-    follow(Some(name), client, routes, shutdown).await
+    follow(Some(&name), client, routes, shutdown).await
 }
 
 async fn follow(

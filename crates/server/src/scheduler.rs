@@ -446,21 +446,17 @@ mod tests {
     }
 
     fn instance(process_type: &str, release: u32, index: u32, state: InstanceState) -> Instance {
-        Instance {
+        let key = InstanceKey {
             app: "shop".into(),
             release,
             process_type: process_type.into(),
             index,
             generation: 0,
-            node: "n1".into(),
+        };
+        Instance {
             state,
             addr: Some(format!("127.0.0.1:{}", 5000 + release * 10 + index)),
-            pid: None,
-            started_at: None,
-            restarts: 0,
-            last_exit: None,
-            next_restart_at: None,
-            health: None,
+            ..Instance::starting(key, "n1")
         }
     }
 

@@ -227,21 +227,16 @@ async fn old_builds_are_collected_and_cannot_be_rolled_back_to() {
         s.complete_rollout("shop", r.version).await.unwrap();
     }
     // Keep 1: b3 is live; b1 and b2 go, unless an instance still runs them.
-    let v2_instance = Instance {
+    let key = InstanceKey {
         app: "shop".into(),
         release: 2,
         process_type: "web".into(),
         index: 1,
         generation: 0,
-        node: "n1".into(),
+    };
+    let v2_instance = Instance {
         state: InstanceState::Draining,
-        addr: None,
-        pid: None,
-        started_at: None,
-        restarts: 0,
-        last_exit: None,
-        next_restart_at: None,
-        health: None,
+        ..Instance::starting(key, "n1")
     };
     s.replace_node_instances("n1", &[v2_instance], 20)
         .await

@@ -150,7 +150,14 @@ fn a_slow_request_finishes_while_its_instance_drains() {
             .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()))
     });
     // The slow request reaches v1 before the rollout starts replacing it.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(
+        "the slow request to reach the app",
+        Duration::from_secs(30),
+        || {
+            let logs = berth.ok(&["logs", "--app", "hello", "--source", "web.1"]);
+            logs.contains("slow request: sleeping").then_some(())
+        },
+    );
     berth.ok(&["config", "set", "X=1", "--app", "hello"]);
     let (status, body) = slow.join().unwrap().expect("the slow request failed");
     assert_eq!(
