@@ -401,11 +401,13 @@ pub async fn router(
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let routes = berth_router::Routes::new();
+    let mut router_config = berth_router::RouterConfig::default();
     let (listener, logs) = match &args.config {
         Some(path) => {
             let config = berth_router::standalone::load(path)
                 .with_context(|| format!("invalid router config {}", path.display()))?;
-            routes.update(config.to_route_table(1));
+            config.apply(&routes);
+            router_config = config.router_config(router_config);
             tokio::spawn(berth_router::standalone::watch_file(
                 path.clone(),
                 routes.clone(),
@@ -438,14 +440,7 @@ pub async fn router(
         "Berth router listening on http://{}",
         listener.local_addr()?
     );
-    berth_router::run(
-        listener,
-        routes,
-        berth_router::RouterConfig::default(),
-        logs,
-        shutdown.wait(),
-    )
-    .await?;
+    berth_router::run(listener, routes, router_config, logs, shutdown.wait()).await?;
     Ok(())
 }
 

@@ -1,9 +1,13 @@
 //! [`RouterConfig`]: the knobs of one router process — timeouts and limits.
 //!
 //! Where apps live is not configuration but state ([`crate::Routes`]); this
-//! holds only what stays fixed for the life of the process.
+//! holds only what stays fixed for the life of the process. Per-app limits
+//! (body size, request rate) travel with the routes ([`crate::AppLimits`]);
+//! the values here are their defaults.
 
 use std::time::Duration;
+
+use crate::trusted::TrustedProxies;
 
 /// Timeouts and limits of a router. Every field has a default that suits a
 /// single-machine Berth; the `berth` binary overrides some from flags.
@@ -20,11 +24,29 @@ pub struct RouterConfig {
     /// client; bigger ones get `431`. Values below 8 KiB are raised to 8 KiB,
     /// hyper's floor for its read buffer.
     pub max_header_bytes: usize,
-    /// Most headers accepted in one request.
+    /// Most headers accepted in one request (more get `431`).
     pub max_headers: usize,
-    /// How long a client may take to send a request head. Protects against
-    /// slow clients that trickle headers to tie up connections.
+    /// How long a client may take to send a request head, and how long an
+    /// idle keep-alive connection is kept. A client that sent part of a head
+    /// by then gets `408` (slowloris); an idle one is closed.
     pub header_read_timeout: Duration,
+    /// Longest pause between two reads of a request body. A body that stalls
+    /// longer is cut and the client gets `408` (slow POST).
+    pub body_read_timeout: Duration,
+    /// Largest request body of an app that sets no `max_body` of its own;
+    /// a bigger one gets `413`, even when it only turns out bigger midway.
+    pub max_body_bytes: u64,
+    /// Most client connections open at once; connections beyond are closed
+    /// as soon as they are accepted, so the router keeps serving those it
+    /// has instead of running out of file descriptors.
+    pub max_connections: usize,
+    /// Most connections open at once from one client address (peers in
+    /// [`Self::trusted_proxies`] excepted: they carry many clients).
+    pub max_connections_per_ip: usize,
+    /// Peers whose `X-Forwarded-For`/`-Proto`/`-Host` are believed (a load
+    /// balancer or CDN in front of the router). From anyone else those
+    /// headers are replaced: the router is the edge.
+    pub trusted_proxies: TrustedProxies,
     /// How long to wait for a TCP connection to a backend. A backend on the
     /// same network answers in microseconds, so a short value fails over
     /// quickly when an instance has just died.
@@ -46,6 +68,11 @@ impl Default for RouterConfig {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             header_read_timeout: Duration::from_secs(20),
+            body_read_timeout: Duration::from_secs(30),
+            max_body_bytes: 100 << 20,
+            max_connections: 8192,
+            max_connections_per_ip: 512,
+            trusted_proxies: TrustedProxies::default(),
             connect_timeout: Duration::from_secs(3),
             upstream_timeout: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(60),

@@ -67,6 +67,15 @@ pub enum ProxyError {
     },
     #[error("invalid request: {0}")]
     BadRequest(&'static str),
+    #[error("request body larger than the app's limit of {max} bytes")]
+    PayloadTooLarge { max: u64 },
+    #[error("request body stalled for {0:?}")]
+    BodyTimeout(Duration),
+    #[error("rate limit of {limit} exceeded; next request allowed in {retry_after:?}")]
+    TooManyRequests {
+        limit: String,
+        retry_after: Duration,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -75,7 +84,12 @@ impl ProxyError {
     /// Who is to blame.
     pub fn source_kind(&self) -> ErrorSource {
         match self {
-            Self::UnknownHost(_) | Self::NotFound | Self::BadRequest(_) => ErrorSource::Client,
+            Self::UnknownHost(_)
+            | Self::NotFound
+            | Self::BadRequest(_)
+            | Self::PayloadTooLarge { .. }
+            | Self::BodyTimeout(_)
+            | Self::TooManyRequests { .. } => ErrorSource::Client,
             Self::NoBackends(_) | Self::Connect { .. } | Self::Timeout { .. } => {
                 ErrorSource::Upstream
             }
@@ -111,6 +125,9 @@ impl ProxyError {
         match self {
             Self::UnknownHost(_) | Self::NotFound => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NoBackends(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::EmptyResponse { .. } | Self::Upstream { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -147,6 +164,18 @@ impl ProxyError {
             ),
             Self::NotFound => ("Not found", "There is nothing at this path.".to_string()),
             Self::BadRequest(_) => ("Bad request", "The request is not valid.".to_string()),
+            Self::PayloadTooLarge { max } => (
+                "Request too large",
+                format!("This app accepts request bodies of at most {max} bytes."),
+            ),
+            Self::BodyTimeout(_) => (
+                "Request timeout",
+                "The request body did not arrive in time.".to_string(),
+            ),
+            Self::TooManyRequests { .. } => (
+                "Too many requests",
+                "Too many requests from your address. Try again shortly.".to_string(),
+            ),
             Self::NoBackends(_) => (
                 "App not running",
                 "This app is not running right now. Try again in a few seconds.".to_string(),
@@ -177,8 +206,22 @@ impl ProxyError {
         );
         // Error pages describe a moment, not the resource: no cache may keep them.
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if matches!(self, Self::NoBackends(_)) {
-            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        match self {
+            Self::NoBackends(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::TooManyRequests { retry_after, .. } => {
+                // Whole seconds, rounded up: a client that waits exactly
+                // this long is let through.
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            // The rest of the body is unread, or its framing is not to be
+            // trusted: the connection cannot carry another request.
+            Self::PayloadTooLarge { .. } | Self::BodyTimeout(_) | Self::BadRequest(_) => {
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         resp
     }
@@ -223,5 +266,12 @@ mod tests {
         let resp = ProxyError::NoBackends("shop".into()).into_response("localhost");
         assert_eq!(resp.headers()[header::RETRY_AFTER], "5");
         assert_eq!(html_escape("<a&\">"), "&lt;a&amp;&quot;&gt;");
+        let resp = ProxyError::TooManyRequests {
+            limit: "1/s".into(),
+            retry_after: Duration::from_millis(1200),
+        }
+        .into_response("localhost");
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
     }
 }

@@ -7,7 +7,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// `X-Request-Id`, the id that ties a request to its log lines.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -46,6 +46,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a request's `Transfer-Encoding` (if any) is the one framing the
+/// router forwards: exactly `chunked`. hyper decodes chunked only and
+/// refuses a coding list that does not end in it, but would accept
+/// `gzip, chunked`; the router would then pass on the gzip bytes without
+/// the coding that says so, and an app reading the header would disagree
+/// with the router about the body — the seed of request smuggling.
+pub fn framing_ok(headers: &HeaderMap) -> bool {
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    match (codings.next(), codings.next()) {
+        (None, _) => true,
+        (Some(v), None) => v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"),
+        (Some(_), Some(_)) => false,
+    }
+}
+
 /// The request's id: the client's if it is well-formed (so a chain of
 /// proxies can share one), otherwise a new random one.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
@@ -63,22 +78,44 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 }
 
 /// Sets the headers an app reads to learn about the original request.
-/// `X-Forwarded-For` is replaced, not appended to: the router is the edge,
-/// so anything a client sent there is a claim nobody checked.
+///
+/// From an untrusted peer (`trusted` false) `X-Forwarded-For`, `-Proto` and
+/// `-Host` are replaced, not appended to: the router is the edge, so
+/// anything a client sent there is a claim nobody checked. A trusted proxy's
+/// chain is kept with the peer appended, and its `-Proto`/`-Host` stand.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    peer: IpAddr,
+    trusted: bool,
     host: Option<&HeaderValue>,
     request_id: &HeaderValue,
 ) {
-    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+    let chain = if trusted {
+        let earlier: Vec<&str> = headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if earlier.is_empty() {
+            peer.to_string()
+        } else {
+            format!("{}, {peer}", earlier.join(", "))
+        }
+    } else {
+        peer.to_string()
+    };
+    if let Ok(v) = HeaderValue::from_str(&chain) {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    match host {
-        Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
-        None => headers.remove(X_FORWARDED_HOST),
-    };
+    if !(trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !(trusted && headers.contains_key(X_FORWARDED_HOST)) {
+        match host {
+            Some(h) => headers.insert(X_FORWARDED_HOST, h.clone()),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
+    }
     headers.insert(X_REQUEST_ID, request_id.clone());
 }
 
@@ -116,6 +153,21 @@ mod tests {
     }
 
     #[test]
+    fn only_a_lone_chunked_is_forwardable_framing() {
+        assert!(framing_ok(&map(&[])));
+        assert!(framing_ok(&map(&[("transfer-encoding", "Chunked ")])));
+        for bad in [
+            &[("transfer-encoding", "gzip, chunked")][..],
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
+        ] {
+            assert!(!framing_ok(&map(bad)), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn request_ids() {
         let kept = request_id(&map(&[("x-request-id", "abc-1.2_3")]));
         assert_eq!(kept, "abc-1.2_3");
@@ -135,13 +187,33 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_replaced() {
-        let mut h = map(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-host", "evil")]);
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-host", "evil"),
+            ("x-forwarded-proto", "https"),
+        ]);
         let id = HeaderValue::from_static("id1");
-        set_forwarded(&mut h, Ipv4Addr::LOCALHOST.into(), None, &id);
+        set_forwarded(&mut h, Ipv4Addr::LOCALHOST.into(), false, None, &id);
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert!(h.get("x-forwarded-host").is_none());
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-request-id"], "id1");
+    }
+
+    #[test]
+    fn a_trusted_proxys_chain_is_kept() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "5.6.7.8"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "shop.example"),
+        ]);
+        let host = HeaderValue::from_static("internal");
+        let id = HeaderValue::from_static("id1");
+        set_forwarded(&mut h, Ipv4Addr::LOCALHOST.into(), true, Some(&host), &id);
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
     }
 }

@@ -25,6 +25,10 @@
 //! - `balance` — least-conn (power of two choices) and round robin, over the
 //!   backends that are not down.
 //! - `headers` — hop-by-hop stripping, `X-Forwarded-*`, `X-Request-Id`.
+//! - [`trusted`] — [`TrustedProxies`], whose `X-Forwarded-*` are believed.
+//! - [`limits`] — [`AppLimits`] and the connection limits.
+//! - [`rate_limit`] — [`RateLimit`] and its per-client limiter (GCRA).
+//! - `request_body` — the client's body, cut past `max_body` or a stall.
 //! - `static_files` — files from disk with ETag and conditional requests.
 //! - `access_log` — the Heroku-style line.
 //! - [`body`] — the response body type and the tracking wrappers.
@@ -42,15 +46,22 @@ pub mod control_plane;
 pub mod error;
 mod headers;
 mod health;
+pub mod limits;
 mod proxy;
+pub mod rate_limit;
+mod request_body;
 pub mod server;
 pub mod standalone;
 mod static_files;
 pub mod table;
+pub mod trusted;
 mod upstream;
 
 pub use config::RouterConfig;
 pub use control_plane::{follow_control_plane, follow_control_plane_as};
 pub use error::{ErrorSource, ProxyError};
+pub use limits::AppLimits;
+pub use rate_limit::RateLimit;
 pub use server::run;
 pub use table::Routes;
+pub use trusted::TrustedProxies;

@@ -1,6 +1,8 @@
 //! The request path, as named phases in the spirit of pingora's `ProxyHttp`:
 //!
 //! 1. **route** — Host header → app ([`route`]);
+//! 1. **admit** — framing the router will not forward, the app's rate
+//!    limit and declared body size ([`admit`]);
 //! 2. **static** — files under the app's static prefix, served from disk;
 //! 3. **pick** — a backend of the app that is not down
 //!    ([`crate::balance::pick`]);
@@ -13,10 +15,10 @@
 //! 6. **rewrite response** — hop-by-hop out, `X-Request-Id` in;
 //! 7. **log** — when the response body ends ([`finish`]).
 //!
-//! Per-request state lives in one [`Ctx`]. TLS, upgrades and rate limits
-//! will be further phases here.
+//! Per-request state lives in one [`Ctx`]. TLS and upgrades will be further
+//! phases here.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,6 +36,7 @@ use crate::config::RouterConfig;
 use crate::error::{ErrorSource, ProxyError};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::health;
+use crate::request_body::{BodyFault, ClientBody};
 use crate::static_files;
 use crate::table::{normalize_host, App, BackendState, LoadGuard, Routes};
 use crate::upstream::{self, Conn, SendBody, Upstream};
@@ -49,6 +52,13 @@ pub(crate) struct Shared {
 /// Per-request state, filled in phase by phase.
 struct Ctx {
     peer: SocketAddr,
+    /// Whether the peer is a trusted proxy, whose `X-Forwarded-*` stand.
+    trusted_peer: bool,
+    /// The client: the peer, or what a trusted proxy says the client is.
+    client: IpAddr,
+    /// Set when the client's body is cut, so the failed send is blamed on
+    /// the client (`413`/`408`), not the backend.
+    body_fault: Option<Arc<BodyFault>>,
     request_id: HeaderValue,
     /// The log entry, once the request is known to belong to an app.
     entry: Option<Entry>,
@@ -63,8 +73,17 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
+    let trusted = &shared.config.trusted_proxies;
+    let trusted_peer = !trusted.is_empty() && trusted.contains(peer.ip());
     let mut ctx = Ctx {
         peer,
+        trusted_peer,
+        client: if trusted_peer {
+            trusted.client_ip(peer.ip(), req.headers())
+        } else {
+            peer.ip()
+        },
+        body_fault: None,
         request_id: headers::request_id(req.headers()),
         entry: None,
         load: None,
@@ -74,9 +93,12 @@ pub(crate) async fn handle(
             if shared.access_log.is_some() {
                 ctx.entry = Some(log_entry(&app, host, &req, &ctx, started));
             }
-            match serve_static(&app, &req, &mut ctx).await {
-                Some(result) => result,
-                None => forward(&shared, &app, req, &mut ctx).await,
+            match admit(&shared.config, &app, &req, &ctx) {
+                Err(e) => Err(e),
+                Ok(()) => match serve_static(&app, &req, &mut ctx).await {
+                    Some(result) => result,
+                    None => forward(&shared, &app, req, &mut ctx).await,
+                },
             }
         }
         Err(e) => Err(e),
@@ -108,6 +130,36 @@ fn route(routes: &Routes, req: &Request<Incoming>) -> Result<(Arc<App>, String),
     }
 }
 
+/// Phase 1b: whether the app takes this request now: its rate limit per
+/// client address, and a body it declares (`Content-Length`) within
+/// `max_body`. A body that only grows past it midway is cut in `forward`.
+fn admit(
+    config: &RouterConfig,
+    app: &App,
+    req: &Request<Incoming>,
+    ctx: &Ctx,
+) -> Result<(), ProxyError> {
+    if !headers::framing_ok(req.headers()) {
+        return Err(ProxyError::BadRequest(
+            "transfer coding other than a single chunked",
+        ));
+    }
+    if let Some(limiter) = &app.limiter {
+        let now = tokio::time::Instant::now();
+        if let Err(retry_after) = limiter.check(ctx.client, now) {
+            return Err(ProxyError::TooManyRequests {
+                limit: limiter.rate().to_string(),
+                retry_after,
+            });
+        }
+    }
+    let max = app.max_body.unwrap_or(config.max_body_bytes);
+    if req.body().size_hint().lower() > max {
+        return Err(ProxyError::PayloadTooLarge { max });
+    }
+    Ok(())
+}
+
 /// The access log entry, as far as it is known before any phase ran.
 fn log_entry(
     app: &App,
@@ -128,7 +180,7 @@ fn log_entry(
         request_id: ctx.request_id.to_str().unwrap_or("-").to_string(),
         backend: "-".to_string(),
         status: http::StatusCode::OK,
-        client: ctx.peer.ip(),
+        client: ctx.client,
         started,
         error: None,
     }
@@ -183,12 +235,23 @@ async fn forward(
     let first_body = if bodiless {
         SendBody::Empty
     } else {
-        SendBody::Client(body)
+        let fault = Arc::new(BodyFault::default());
+        ctx.body_fault = Some(Arc::clone(&fault));
+        let max = app.max_body.unwrap_or(shared.config.max_body_bytes);
+        SendBody::Client(ClientBody::new(
+            body,
+            max,
+            shared.config.body_read_timeout,
+            fault,
+        ))
     };
     let failed = match attempt(shared, app, first, Conn::Pooled, &parts, first_body, ctx).await {
         Ok(resp) => return Ok(resp),
         Err(failed) => failed,
     };
+    if failed.error.source_kind() == ErrorSource::Client {
+        return Err(failed.error);
+    }
     let Some(body) = resend_body(&parts.method, bodiless, &failed.error, failed.body) else {
         return Err(failed.error);
     };
@@ -225,7 +288,17 @@ async fn attempt(
     }
     let load = backend.begin();
     let timeout = shared.config.upstream_timeout;
-    let sent = upstream::send(&shared.client, conn, backend, parts, body, timeout).await;
+    let mut sent = upstream::send(&shared.client, conn, backend, parts, body, timeout).await;
+    if let (Err(failed), Some(fault)) = (&mut sent, &ctx.body_fault) {
+        // The client's body was cut under the send: the client's fault,
+        // which says nothing about the backend.
+        if fault.too_large() {
+            let max = app.max_body.unwrap_or(shared.config.max_body_bytes);
+            failed.error = ProxyError::PayloadTooLarge { max };
+        } else if fault.stalled() {
+            failed.error = ProxyError::BodyTimeout(shared.config.body_read_timeout);
+        }
+    }
     observe(app, backend, sent.as_ref().err().map(|f| &f.error));
     let mut resp = sent?;
     ctx.load = Some(load);
@@ -285,6 +358,10 @@ fn rewrite_request(parts: &mut Parts, ctx: &Ctx) {
     // an absolute-form request without one gets the authority it named.
     let host = host_of_parts(parts);
     headers::strip_hop_by_hop(&mut parts.headers);
+    // Framing is the router's to choose, never the client's: the backend
+    // gets a length from the body hyper decoded (or chunked when unknown),
+    // so no stray `Content-Length` can disagree with what is sent.
+    parts.headers.remove(header::CONTENT_LENGTH);
     // The router already answered the expectation to the client (hyper sends
     // `100 Continue` when the body is first read) and sends the body without
     // waiting, so passing it on would only make the backend send a stray 100.
@@ -295,6 +372,7 @@ fn rewrite_request(parts: &mut Parts, ctx: &Ctx) {
     headers::set_forwarded(
         &mut parts.headers,
         ctx.peer.ip(),
+        ctx.trusted_peer,
         host.as_ref(),
         &ctx.request_id,
     );
@@ -326,7 +404,7 @@ fn resend_body(
     method: &Method,
     bodiless: bool,
     error: &ProxyError,
-    unread: Option<Incoming>,
+    unread: Option<ClientBody>,
 ) -> Option<SendBody> {
     let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     let idempotent = safe || matches!(*method, Method::PUT | Method::DELETE);

@@ -4,20 +4,29 @@
 //! so new connections are refused rather than left hanging), tell every open
 //! connection to finish its current request and close, then wait for them
 //! up to [`RouterConfig::drain_timeout`] before cutting what is left.
+//!
+//! Connections over [`RouterConfig::max_connections`] or
+//! [`RouterConfig::max_connections_per_ip`] are closed on accept. A client
+//! that has not sent a whole request head within
+//! [`RouterConfig::header_read_timeout`] gets `408` and is closed
+//! (slowloris); hyper alone would close it without a word.
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use berth_client::logs::LogShipper;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::RouterConfig;
+use crate::limits::{ConnGuard, ConnLimits, Refused};
 use crate::proxy::{self, Shared};
 use crate::table::Routes;
 use crate::upstream;
@@ -35,6 +44,12 @@ pub async fn run(
 ) -> io::Result<()> {
     tracing::info!("router listening on http://{}", listener.local_addr()?);
     let drain_timeout = config.drain_timeout;
+    let limits = ConnLimits::new(
+        config.max_connections,
+        config.max_connections_per_ip,
+        config.trusted_proxies.clone(),
+    );
+    let mut refusals = Refusals::default();
     let shared = Arc::new(Shared {
         routes,
         client: upstream::client(&config),
@@ -49,9 +64,13 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    conns.spawn(serve_connection(stream, Arc::clone(&shared), drain_rx.clone()));
-                }
+                Ok((stream, peer)) => match limits.admit(peer.ip()) {
+                    Ok(guard) => {
+                        conns.spawn(serve_connection(stream, peer, guard, Arc::clone(&shared), drain_rx.clone()));
+                    }
+                    // Dropping the stream closes it.
+                    Err(why) => refusals.note(why, peer, &shared.config),
+                },
                 Err(e) => accept_error(e).await,
             },
             // Reap finished connections so the set does not grow forever.
@@ -88,10 +107,11 @@ pub async fn run(
 /// connection closed.
 async fn serve_connection(
     stream: TcpStream,
+    peer: SocketAddr,
+    _guard: ConnGuard,
     shared: Arc<Shared>,
     mut drain: watch::Receiver<bool>,
 ) {
-    let Ok(peer) = stream.peer_addr() else { return };
     // Responses are written in a few large writes; Nagle would only delay
     // the last segment of each.
     let _ = stream.set_nodelay(true);
@@ -111,22 +131,83 @@ async fn serve_connection(
             async move { Ok::<_, std::convert::Infallible>(proxy::handle(shared, peer, req).await) }
         })
     };
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
+    let mut conn = builder.serve_connection(TokioIo::new(stream), service);
 
     let result = tokio::select! {
-        r = conn.as_mut() => r,
+        r = &mut conn => r,
         // The value only ever goes to `true`, so any change (or the sender
         // going away with `run`) means drain.
         _ = drain.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            Pin::new(&mut conn).graceful_shutdown();
+            (&mut conn).await
         }
     };
-    if let Err(e) = result {
+    match result {
+        Ok(()) => {}
+        Err(e) if e.is_timeout() => {
+            // Only a client that began a head hears about it: an idle
+            // keep-alive connection is simply closed, as browsers expect.
+            let parts = conn.into_parts();
+            if !parts.read_buf.is_empty() {
+                tracing::debug!(%peer, "request head not received in time: 408");
+                let mut stream = parts.io.into_inner();
+                let _ = tokio::time::timeout(TIMEOUT_ANSWER_WITHIN, async {
+                    let _ = stream.write_all(REQUEST_TIMEOUT).await;
+                    let _ = stream.shutdown().await;
+                })
+                .await;
+            }
+        }
         // Clients vanish mid-request all the time; that is not the router's
         // problem, so it stays at debug.
-        tracing::debug!(%peer, "connection ended with an error: {e}");
+        Err(e) => tracing::debug!(%peer, "connection ended with an error: {e}"),
+    }
+}
+
+/// The answer to a client too slow to send its request head.
+const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+/// A client that does not even read the `408` is not waited for.
+const TIMEOUT_ANSWER_WITHIN: Duration = Duration::from_secs(1);
+
+/// Logs refused connections: every one at debug, and a summary at warn at
+/// most every [`REFUSAL_WARN_EVERY`], so a flood cannot flood the log.
+#[derive(Default)]
+struct Refusals {
+    since_warn: u64,
+    last_warn: Option<Instant>,
+}
+
+const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(10);
+
+impl Refusals {
+    fn note(&mut self, why: Refused, peer: SocketAddr, config: &RouterConfig) {
+        tracing::debug!(%peer, ?why, "connection refused");
+        self.since_warn += 1;
+        if self
+            .last_warn
+            .is_some_and(|t| t.elapsed() < REFUSAL_WARN_EVERY)
+        {
+            return;
+        }
+        let what = match why {
+            Refused::Full => format!(
+                "{} connections are open (max_connections)",
+                config.max_connections
+            ),
+            Refused::PerIp => format!(
+                "{} has {} connections open (max_connections_per_ip)",
+                peer.ip(),
+                config.max_connections_per_ip
+            ),
+        };
+        tracing::warn!(
+            "closing new connections: {what}; {} refused since the last warning",
+            self.since_warn
+        );
+        self.since_warn = 0;
+        self.last_warn = Some(Instant::now());
     }
 }
 

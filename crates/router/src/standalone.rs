@@ -4,6 +4,14 @@
 //! ```toml
 //! listen = "127.0.0.1:8080"
 //! threads = 1
+//! # Router-wide limits, all optional (defaults: RouterConfig). Read at
+//! # start; a reload applies only the apps.
+//! max_connections = 8192
+//! max_connections_per_ip = 512
+//! header_read_timeout = "20s"   # 408 for a head not received by then
+//! body_read_timeout = "30s"     # 408 for a body that stalls this long
+//! max_body = "100MB"            # default for apps without their own
+//! trusted_proxies = ["10.0.0.0/8"]  # whose X-Forwarded-* are believed
 //! [[apps]]
 //! name = "bench"
 //! hosts = ["bench.localhost"]
@@ -11,6 +19,8 @@
 //! balance = "least_conn"    # or "round_robin"; optional
 //! static_dir = "/path"      # optional; relative to the file's directory
 //! static_prefix = "/static/"  # optional, the default
+//! max_body = "10MB"         # optional: 413 beyond
+//! rate_limit = "100/s"      # optional, per client address: 429 beyond
 //! ```
 //!
 //! Every problem of a file is reported at once, each with its line.
@@ -27,7 +37,15 @@ use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
 
+use crate::config::RouterConfig;
+use crate::limits::AppLimits;
+use crate::rate_limit::RateLimit;
 use crate::table::Routes;
+use crate::trusted::{Net, TrustedProxies};
+
+mod units;
+
+use units::{parse_duration, Size};
 
 /// How often [`watch_file`] looks at the file.
 const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -39,8 +57,22 @@ pub struct StandaloneConfig {
     pub listen: SocketAddr,
     /// Worker threads for the runtime (default: one per CPU).
     pub threads: usize,
+    /// Router-wide limits given in the file; the rest keep their defaults.
+    pub settings: Settings,
     /// The apps, in file order.
     pub apps: Vec<StandaloneApp>,
+}
+
+/// Router-wide settings of a standalone file; `None`/empty: the default of
+/// [`RouterConfig`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub header_read_timeout: Option<Duration>,
+    pub body_read_timeout: Option<Duration>,
+    pub max_body: Option<u64>,
+    pub trusted_proxies: Vec<Net>,
 }
 
 /// One app of a standalone configuration.
@@ -52,6 +84,7 @@ pub struct StandaloneApp {
     pub backends: Vec<SocketAddr>,
     pub balance: Balance,
     pub static_files: Option<StaticFiles>,
+    pub limits: AppLimits,
 }
 
 /// Why a configuration file cannot be used.
@@ -82,6 +115,13 @@ pub enum ConfigError {
 struct RawConfig {
     listen: Option<Spanned<String>>,
     threads: Option<Spanned<usize>>,
+    max_connections: Option<Spanned<usize>>,
+    max_connections_per_ip: Option<Spanned<usize>>,
+    header_read_timeout: Option<Spanned<String>>,
+    body_read_timeout: Option<Spanned<String>>,
+    max_body: Option<Spanned<Size>>,
+    #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
     #[serde(default)]
     apps: Vec<Spanned<RawApp>>,
 }
@@ -98,6 +138,8 @@ struct RawApp {
     balance: Balance,
     static_dir: Option<Spanned<String>>,
     static_prefix: Option<Spanned<String>>,
+    max_body: Option<Spanned<Size>>,
+    rate_limit: Option<Spanned<String>>,
 }
 
 /// Reads and validates the file at `path`.
@@ -156,6 +198,57 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
             }
             n
         }
+    };
+
+    let mut count = |v: &Option<Spanned<usize>>, key: &str| {
+        let v = v.as_ref()?;
+        let n = *v.get_ref();
+        if n == 0 {
+            problem(
+                v.span(),
+                format!("{key} = 0 would refuse every connection: use 1 or more"),
+            );
+        }
+        Some(n)
+    };
+    let max_connections = count(&raw.max_connections, "max_connections");
+    let max_connections_per_ip = count(&raw.max_connections_per_ip, "max_connections_per_ip");
+    let mut duration = |v: &Option<Spanned<String>>, key: &str| {
+        let v = v.as_ref()?;
+        match parse_duration(v.get_ref()) {
+            Some(d) if !d.is_zero() => Some(d),
+            _ => {
+                problem(
+                    v.span(),
+                    format!(
+                        "{key} {:?} is not a duration like \"20s\" or \"500ms\"",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    };
+    let header_read_timeout = duration(&raw.header_read_timeout, "header_read_timeout");
+    let body_read_timeout = duration(&raw.body_read_timeout, "body_read_timeout");
+    let max_body = size(&raw.max_body, "").unwrap_or_else(|(span, msg)| {
+        problem(span, msg);
+        None
+    });
+    let mut trusted_proxies = Vec::new();
+    for net in &raw.trusted_proxies {
+        match net.get_ref().parse::<Net>() {
+            Ok(n) => trusted_proxies.push(n),
+            Err(e) => problem(net.span(), format!("trusted_proxies: {e}")),
+        }
+    }
+    let settings = Settings {
+        max_connections,
+        max_connections_per_ip,
+        header_read_timeout,
+        body_read_timeout,
+        max_body,
+        trusted_proxies,
     };
 
     let mut apps = Vec::new();
@@ -240,12 +333,27 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
                 })
             }
         };
+        let max_body =
+            size(&app.max_body, &format!("app {name:?}: ")).unwrap_or_else(|(span, msg)| {
+                problem(span, msg);
+                None
+            });
+        let rate_limit = app.rate_limit.as_ref().and_then(|r| {
+            r.get_ref()
+                .parse::<RateLimit>()
+                .map_err(|e| problem(r.span(), format!("app {name:?}: {e}")))
+                .ok()
+        });
         apps.push(StandaloneApp {
             name,
             hosts,
             backends,
             balance: app.balance,
             static_files,
+            limits: AppLimits {
+                max_body,
+                rate_limit,
+            },
         });
     }
     if !problems.is_empty() {
@@ -254,8 +362,24 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
     Ok(StandaloneConfig {
         listen,
         threads,
+        settings,
         apps,
     })
+}
+
+/// A `max_body` in bytes; the error names `what` (an app, or nothing).
+fn size(v: &Option<Spanned<Size>>, what: &str) -> Result<Option<u64>, (Range<usize>, String)> {
+    let Some(v) = v else { return Ok(None) };
+    match v.get_ref().bytes() {
+        Some(b) => Ok(Some(b)),
+        None => Err((
+            v.span(),
+            format!(
+                "{what}max_body {} is not a size like \"10MB\"",
+                v.get_ref().describe()
+            ),
+        )),
+    }
 }
 
 /// 1-based line of byte offset `at`.
@@ -268,6 +392,37 @@ fn line_of(text: &str, at: usize) -> usize {
 }
 
 impl StandaloneConfig {
+    /// `base` with the router-wide settings of the file applied.
+    pub fn router_config(&self, base: RouterConfig) -> RouterConfig {
+        let s = &self.settings;
+        RouterConfig {
+            max_connections: s.max_connections.unwrap_or(base.max_connections),
+            max_connections_per_ip: s
+                .max_connections_per_ip
+                .unwrap_or(base.max_connections_per_ip),
+            header_read_timeout: s.header_read_timeout.unwrap_or(base.header_read_timeout),
+            body_read_timeout: s.body_read_timeout.unwrap_or(base.body_read_timeout),
+            max_body_bytes: s.max_body.unwrap_or(base.max_body_bytes),
+            trusted_proxies: if s.trusted_proxies.is_empty() {
+                base.trusted_proxies.clone()
+            } else {
+                TrustedProxies::new(s.trusted_proxies.clone())
+            },
+            ..base
+        }
+    }
+
+    /// Puts this configuration's apps, with their limits, into `routes` as
+    /// the next revision.
+    pub fn apply(&self, routes: &Routes) {
+        let limits: HashMap<String, AppLimits> = self
+            .apps
+            .iter()
+            .map(|a| (a.name.clone(), a.limits))
+            .collect();
+        routes.update_with_limits(self.to_route_table(routes.revision() + 1), &limits);
+    }
+
     /// The route table this configuration describes, as `revision`.
     /// Backends are named by their address in access logs.
     pub fn to_route_table(&self, revision: u64) -> RouteTable {
@@ -361,7 +516,7 @@ impl FileWatcher {
         }
         match loaded {
             Ok(Ok(config)) => {
-                routes.update(config.to_route_table(routes.revision() + 1));
+                config.apply(routes);
                 tracing::info!(path = %self.path.display(), apps = config.apps.len(), "router config loaded");
                 Checked::Applied
             }

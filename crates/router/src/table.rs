@@ -20,6 +20,8 @@ use berth_model::{Balance, RouteTable, StaticFiles};
 use http::uri::Authority;
 
 use crate::health::Health;
+use crate::limits::AppLimits;
+use crate::rate_limit::Limiter;
 
 /// Shared handle on the router's live routes; clones see the same table.
 #[derive(Clone, Default)]
@@ -50,6 +52,11 @@ pub(crate) struct App {
     pub static_files: Option<StaticFiles>,
     /// Round-robin position, shared across table versions of the app.
     pub next: Arc<AtomicUsize>,
+    /// Largest request body, when the app sets its own.
+    pub max_body: Option<u64>,
+    /// The app's rate limit, shared across table versions while the rate
+    /// stays the same (a reload must not hand every client a fresh burst).
+    pub limiter: Option<Arc<Limiter>>,
 }
 
 /// One backend, its live load and its passive health.
@@ -81,15 +88,21 @@ impl Routes {
     }
 
     /// Replaces the table. Requests already under way finish on the table
-    /// they started with.
+    /// they started with. Apps get the router's default limits.
     pub fn update(&self, table: RouteTable) {
+        self.update_with_limits(table, &HashMap::new());
+    }
+
+    /// Replaces the table, with per-app `limits` by app name (apps not named
+    /// get the router's defaults).
+    pub fn update_with_limits(&self, table: RouteTable, limits: &HashMap<String, AppLimits>) {
         let _serial = self
             .inner
             .update
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let old = self.inner.table.load();
-        let compiled = Table::compile(table, &old);
+        let compiled = Table::compile(table, limits, &old);
         self.inner.table.store(Arc::new(compiled));
     }
 
@@ -114,12 +127,16 @@ impl std::fmt::Debug for Routes {
 }
 
 impl Table {
-    fn compile(table: RouteTable, old: &Table) -> Self {
+    fn compile(table: RouteTable, limits: &HashMap<String, AppLimits>, old: &Table) -> Self {
         let mut loads: HashMap<&str, &Arc<AtomicUsize>> = HashMap::new();
         let mut healths: HashMap<(&str, &str), &Arc<Health>> = HashMap::new();
         let mut nexts: HashMap<&str, &Arc<AtomicUsize>> = HashMap::new();
+        let mut limiters: HashMap<&str, &Arc<Limiter>> = HashMap::new();
         for app in old.hosts.values() {
             nexts.insert(&app.name, &app.next);
+            if let Some(l) = &app.limiter {
+                limiters.insert(&app.name, l);
+            }
             for b in &app.backends {
                 loads.insert(&b.addr, &b.load);
                 healths.insert((&b.addr, &b.id), &b.health);
@@ -148,7 +165,17 @@ impl Table {
                     }
                 })
                 .collect();
+            let app_limits = limits.get(&route.name).copied().unwrap_or_default();
+            let limiter =
+                app_limits
+                    .rate_limit
+                    .map(|rate| match limiters.get(route.name.as_str()) {
+                        Some(l) if l.rate() == rate => Arc::clone(l),
+                        _ => Arc::new(Limiter::new(rate)),
+                    });
             let app = Arc::new(App {
+                max_body: app_limits.max_body,
+                limiter,
                 next: nexts
                     .get(route.name.as_str())
                     .map_or_else(Default::default, |n| Arc::clone(n)),

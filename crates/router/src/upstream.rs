@@ -26,12 +26,13 @@ use crate::body::Reclaim;
 use crate::config::RouterConfig;
 use crate::connector::{ConnStats, Connector};
 use crate::error::ProxyError;
+use crate::request_body::ClientBody;
 use crate::table::BackendState;
 
 /// The body sent to a backend: the client's own, or a new empty one for
 /// resending a bodiless request (whose original was handed to hyper and may
 /// be gone).
-type UpstreamBody = Either<Reclaim<Incoming>, Empty<Bytes>>;
+type UpstreamBody = Either<Reclaim<ClientBody>, Empty<Bytes>>;
 
 type HttpClient = Client<Connector, UpstreamBody>;
 
@@ -59,7 +60,7 @@ pub(crate) enum Conn {
 /// The body of one attempt.
 pub(crate) enum SendBody {
     /// The client's body, handed back if the attempt fails before reading it.
-    Client(Incoming),
+    Client(ClientBody),
     /// No body (the request had none).
     Empty,
 }
@@ -68,7 +69,7 @@ pub(crate) enum SendBody {
 pub(crate) struct Failed {
     pub error: ProxyError,
     /// The client's body, if it was never read (so it can be sent elsewhere).
-    pub body: Option<Incoming>,
+    pub body: Option<ClientBody>,
     /// The request went out on a connection that had carried an earlier one.
     pub reused: bool,
 }
@@ -203,7 +204,7 @@ fn closed_by_peer(e: &hyper_util::client::legacy::Error) -> bool {
 
 /// The body, if the client dropped it unread. The client drops the request
 /// before its future resolves, so the body is already in the channel.
-fn take_reclaimed(rx: &mut oneshot::Receiver<Incoming>) -> Option<Incoming> {
+fn take_reclaimed(rx: &mut oneshot::Receiver<ClientBody>) -> Option<ClientBody> {
     rx.try_recv().ok()
 }
 

@@ -170,3 +170,87 @@ async fn an_invalid_file_keeps_the_last_good_table() {
     assert!(matches!(w.check(&routes).await, Checked::Unchanged));
     assert!(routes.load().app("one.localhost").is_some());
 }
+
+#[test]
+fn limits_are_read_per_app_and_router_wide() {
+    let text = r#"
+max_connections = 100
+max_connections_per_ip = 10
+header_read_timeout = "5s"
+body_read_timeout = "500ms"
+max_body = 2048
+trusted_proxies = ["10.0.0.0/8", "::1"]
+
+[[apps]]
+name = "shop"
+hosts = ["shop.localhost"]
+backends = ["127.0.0.1:1"]
+max_body = "10MB"
+rate_limit = "100/s"
+
+[[apps]]
+name = "blog"
+hosts = ["blog.localhost"]
+backends = ["127.0.0.1:2"]
+"#;
+    let Ok(c) = parse(text, Path::new("/")) else {
+        panic!("valid file refused")
+    };
+    assert_eq!(c.apps[0].limits.max_body, Some(10 << 20));
+    assert_eq!(
+        c.apps[0].limits.rate_limit.map(|r| r.to_string()),
+        Some("100/s".into())
+    );
+    assert_eq!(c.apps[1].limits, AppLimits::default());
+    let rc = c.router_config(RouterConfig::default());
+    assert_eq!(rc.max_connections, 100);
+    assert_eq!(rc.max_connections_per_ip, 10);
+    assert_eq!(rc.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(rc.body_read_timeout, Duration::from_millis(500));
+    assert_eq!(rc.max_body_bytes, 2048);
+    assert!(rc.trusted_proxies.contains("10.1.2.3".parse().expect("ip")));
+    assert!(!rc.trusted_proxies.contains("11.1.2.3".parse().expect("ip")));
+
+    let routes = Routes::new();
+    c.apply(&routes);
+    let t = routes.load();
+    let shop = t.app("shop.localhost").expect("routed");
+    assert_eq!(shop.max_body, Some(10 << 20));
+    assert!(shop.limiter.is_some());
+    assert!(t.app("blog.localhost").expect("routed").limiter.is_none());
+}
+
+#[test]
+fn bad_limits_name_their_line() {
+    let text = r#"max_connections = 0
+header_read_timeout = "soon"
+max_body = "lots"
+trusted_proxies = ["10.0.0.0/40"]
+
+[[apps]]
+name = "shop"
+hosts = ["shop.localhost"]
+backends = ["127.0.0.1:1"]
+max_body = "10XB"
+rate_limit = "100/day"
+"#;
+    let p = problems(text);
+    assert_eq!(p.len(), 6, "{p:#?}");
+    assert!(p[0].starts_with("line 1: max_connections = 0"), "{p:#?}");
+    assert!(
+        p[1].starts_with("line 2: header_read_timeout \"soon\""),
+        "{p:#?}"
+    );
+    assert!(p[2].starts_with("line 3: max_body \"lots\""), "{p:#?}");
+    assert!(p[3].starts_with("line 4: trusted_proxies"), "{p:#?}");
+    assert!(
+        p.iter()
+            .any(|l| l.starts_with("line 10: app \"shop\": max_body \"10XB\"")),
+        "{p:#?}"
+    );
+    assert!(
+        p.iter()
+            .any(|l| l.starts_with("line 11: app \"shop\": rate \"100/day\"")),
+        "{p:#?}"
+    );
+}

@@ -3,8 +3,10 @@
 
 mod balance;
 mod failover;
+mod limits;
 mod reload;
 mod routing;
 mod shutdown;
+mod smuggling;
 mod static_files;
 mod util;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use berth_client::logs::LogShipper;
 use berth_model::{AppRoute, Backend as RouteBackend, Balance, NewLogLine, RouteTable};
-use berth_router::{RouterConfig, Routes};
+use berth_router::{AppLimits, RouterConfig, Routes};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::combinators::BoxBody;
@@ -338,8 +338,18 @@ impl Router {
     }
 
     pub async fn start_with(config: RouterConfig, table: RouteTable) -> Self {
+        Self::start_limited(config, table, &[]).await
+    }
+
+    /// A router whose apps have the given limits, by app name.
+    pub async fn start_limited(
+        config: RouterConfig,
+        table: RouteTable,
+        limits: &[(&str, AppLimits)],
+    ) -> Self {
         let routes = Routes::new();
-        routes.update(table);
+        let limits = limits.iter().map(|(n, l)| (n.to_string(), *l)).collect();
+        routes.update_with_limits(table, &limits);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (shipper, logs) = LogShipper::channel();
@@ -425,4 +435,117 @@ pub fn raw_status(answer: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+/// One request as a [`Recorder`] saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    /// The whole body, or why it could not be read to its end.
+    pub body: Result<Vec<u8>, String>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// A backend on 127.0.0.1:0 that reads every request whole and records it,
+/// then answers `200` with the body length — for asserting what the router
+/// passed on (or never did).
+pub struct Recorder {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Recorder {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = &mut stopped => return,
+                    r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+                };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = match body.collect().await {
+                                Ok(b) => Ok(b.to_bytes().to_vec()),
+                                Err(e) => Err(e.to_string()),
+                            };
+                            let len = body.as_ref().map_or(0, Vec::len);
+                            log.lock().expect("seen lock").push(Seen {
+                                method: parts.method.to_string(),
+                                path: parts.uri.path().to_string(),
+                                headers: parts
+                                    .headers
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (
+                                            k.to_string(),
+                                            String::from_utf8_lossy(v.as_bytes()).into(),
+                                        )
+                                    })
+                                    .collect(),
+                                body,
+                            });
+                            Ok::<_, Infallible>(Response::new(full(format!("got {len} bytes"))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            seen,
+            _stop: stop,
+        }
+    }
+
+    /// Every request seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("seen lock").clone()
+    }
+}
+
+/// A TCP connection to `to` from the loopback address `from` (any of
+/// 127.0.0.0/8), so a test can be "another client" to per-address limits.
+pub async fn connect_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    socket.connect(to).await
+}
+
+/// Whether the peer closed `stream` (EOF or reset) within [`DEADLINE`],
+/// reading and discarding whatever it sent first.
+pub async fn closed_by_peer(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    });
+    read.await.is_ok()
 }

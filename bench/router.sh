@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Router benchmark: `berth router` (standalone, one thread) against nginx and
+# HAProxy (one worker/thread each) on the same nginx backend, in one run.
+#
+#   bench/router.sh [--rounds N] [--seconds N] [--skip-build]
+#
+# Measures, each as ratios against HAProxy in the same run:
+#   1. keep-alive, 50 connections        (lb-compare)
+#   2. keep-alive, 1,000 connections     (lb-compare --conns 1000)
+#   3. a new connection per request      (wrk -H 'Connection: close', interleaved
+#                                         rounds against the router and HAProxy)
+#   4. the router's resident memory (VmRSS) at idle, and the peak under load.
+# The issue's goal: router req/s >= 1.2x HAProxy and p99 <= HAProxy's.
+#
+# Needs /work/shared/bench/lb-compare (it installs nginx-light, haproxy, wrk).
+# Numbers on a shared 2-core machine are noisy: compare ratios, use --rounds 5+.
+set -euo pipefail
+
+ROUNDS=3 SECS=8 BUILD=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) ROUNDS="$2"; shift 2 ;;
+    --seconds) SECS="$2"; shift 2 ;;
+    --skip-build) BUILD=0; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "router.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+LB=${LB_COMPARE:-/work/shared/bench/lb-compare}
+[ -x "$LB" ] || { echo "router.sh: $LB not found" >&2; exit 2; }
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+PATH="$PATH:/usr/sbin"
+
+if [ "$BUILD" = 1 ]; then
+  (cd "$ROOT" && cargo build --release -p berth)
+fi
+BERTH="$TARGET/release/berth"
+
+DIR=$(mktemp -d /tmp/router-bench.XXXXXX)
+cleanup() {
+  for p in "$DIR"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+PORT=$(free_port)
+cat > "$DIR/router.toml" <<EOF
+listen = "127.0.0.1:$PORT"
+threads = 1
+# 1,000 benchmark connections come from one address.
+max_connections_per_ip = 4096
+[[apps]]
+name = "bench"
+hosts = ["bench.localhost"]
+backends = ["127.0.0.1:19001"]
+EOF
+BERTH_LOG=warn "$BERTH" router --config "$DIR/router.toml" --threads 1 >"$DIR/router.log" 2>&1 &
+RPID=$!
+echo "$RPID" > "$DIR/router.pid"
+for _ in $(seq 1 100); do
+  (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+  sleep 0.1
+done
+(echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || { echo "router.sh: router did not start:" >&2; cat "$DIR/router.log" >&2; exit 2; }
+CAND="http://127.0.0.1:$PORT/"
+IDLE_RSS=$(rss_kb "$RPID")
+
+# Peak RSS while the load runs, sampled every 100 ms.
+peak_rss() {
+  local peak=0 now
+  while kill -0 "$RPID" 2>/dev/null && [ ! -f "$DIR/stop-sampling" ]; do
+    now=$(rss_kb "$RPID"); [ "$now" -gt "$peak" ] && peak=$now
+    echo "$peak" > "$DIR/peak"; sleep 0.1
+  done
+}
+peak_rss & echo $! > "$DIR/sampler.pid"
+
+echo "== keep-alive, 50 connections"
+"$LB" --candidate "$CAND" --rounds "$ROUNDS" --seconds "$SECS" | tee "$DIR/ka50.txt"
+echo
+echo "== keep-alive, 1000 connections"
+"$LB" --candidate "$CAND" --rounds "$ROUNDS" --seconds "$SECS" --conns 1000 | tee "$DIR/ka1000.txt"
+echo
+
+# lb-compare has no new-connection mode: the same backend and HAProxy setup
+# here, with wrk sending `Connection: close`.
+echo "== new connection per request, 50 connections"
+cat > "$DIR/backend.conf" <<EOF
+worker_processes 1; daemon on; pid $DIR/backend.pid; error_log $DIR/backend.err;
+events { worker_connections 8192; }
+http { access_log off;
+  server { listen 127.0.0.1:19001 backlog=4096; location / { return 200 "hello world\n"; } } }
+EOF
+HPORT=$(free_port)
+cat > "$DIR/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 8192
+  pidfile $DIR/haproxy.pid
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:$HPORT
+  default_backend be
+backend be
+  balance leastconn
+  http-reuse always
+  server s1 127.0.0.1:19001
+EOF
+nginx -c "$DIR/backend.conf" && haproxy -f "$DIR/haproxy.cfg" -D
+sleep 0.5
+PIN=""
+[ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null && PIN="taskset -c 1"
+close_wrk() {
+  $PIN wrk -t1 -c50 -d"${SECS}s" --latency -H 'Host: bench.localhost' -H 'Connection: close' "$1" 2>&1 |
+    awk '/Requests\/sec/ {rps=$2} /^ +99%/ {p99=$2}
+      function ms(x){ if (x ~ /us$/) return x/1000; if (x ~ /ms$/) return x+0; if (x ~ /s$/) return x*1000; return x }
+      END { printf "%s %.3f\n", rps+0, ms(p99) }'
+}
+: > "$DIR/close-router"; : > "$DIR/close-haproxy"
+for _ in $(seq 1 "$ROUNDS"); do
+  close_wrk "http://127.0.0.1:$HPORT/" >> "$DIR/close-haproxy"
+  close_wrk "$CAND" >> "$DIR/close-router"
+done
+med() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+for t in haproxy router; do
+  printf "%-10s %10.0f req/s  p99 %8.3f ms\n" "$t" "$(awk '{print $1}' "$DIR/close-$t" | med)" "$(awk '{print $2}' "$DIR/close-$t" | med)"
+done
+awk -v r="$(awk '{print $1}' "$DIR/close-router" | med)" -v h="$(awk '{print $1}' "$DIR/close-haproxy" | med)" \
+    -v rp="$(awk '{print $2}' "$DIR/close-router" | med)" -v hp="$(awk '{print $2}' "$DIR/close-haproxy" | med)" \
+    'BEGIN { printf "ratio router/haproxy req/s: %.2f   router/haproxy p99: %.2f\n", r/h, rp/hp }'
+
+touch "$DIR/stop-sampling"; sleep 0.2
+echo
+echo "== router memory: idle ${IDLE_RSS} kB, peak under load $(cat "$DIR/peak" 2>/dev/null || echo 0) kB, after load $(rss_kb "$RPID") kB"
