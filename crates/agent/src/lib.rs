@@ -18,6 +18,7 @@
 //! - `actual`: the node's actual state and the task reporting it.
 
 mod actual;
+pub mod cgroup;
 mod health;
 mod instance;
 mod jobs;
