@@ -15,6 +15,8 @@
 //! - `spawn`: how an app process is started — the one place where per-app
 //!   users and cgroups will be applied.
 //! - `jobs`: builds and release phases.
+//! - `runs`: one-off processes, detached or attached through the control
+//!   plane to their caller.
 //! - `actual`: the node's actual state and the task reporting it.
 
 mod actual;
@@ -22,6 +24,7 @@ pub mod cgroup;
 mod health;
 mod instance;
 mod jobs;
+mod runs;
 mod spawn;
 mod supervisor;
 
@@ -106,11 +109,12 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let jobs = jobs::Jobs::new(client.clone(), config.clone(), logs.clone());
+    let runs = runs::Runs::new(client.clone(), config.clone(), logs.clone());
     let watcher = tokio::spawn(watch_desired(
         client.clone(),
         config.node.clone(),
         desired_tx,
-        jobs,
+        (jobs, runs.clone()),
         stop_rx.clone(),
     ));
     let supervisor = tokio::spawn(supervisor::run(
@@ -126,6 +130,7 @@ pub async fn run(
     stop_tx.send_replace(true);
     let _ = watcher.await;
     let _ = supervisor.await;
+    runs.stop_all().await;
     let _ = reporter.await;
     // Say goodbye with the (now empty) actual state so routers drop us at once.
     let _ = client.report(&config.node, &actual.report()).await;
@@ -139,7 +144,7 @@ async fn watch_desired(
     client: Client,
     node: String,
     desired: watch::Sender<Option<NodeDesired>>,
-    jobs: jobs::Jobs,
+    (jobs, runs): (jobs::Jobs, runs::Runs),
     mut stop: watch::Receiver<bool>,
 ) {
     let mut revision = 0;
@@ -158,6 +163,7 @@ async fn watch_desired(
                 }
                 revision = d.revision;
                 jobs.start(&d);
+                runs.apply(&d.runs);
                 desired.send_replace(Some(d));
             }
             Err(e) => {

@@ -34,36 +34,102 @@ pub struct ProcessSpec<'a> {
 /// only, never the agent's own PATH.
 const SYSTEM_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-/// Starts the process in its own process group with a clean environment.
+/// Starts the process in its own process group with a clean environment,
+/// no input, and its output piped (instances, release phases, detached runs).
 pub fn spawn(spec: &ProcessSpec<'_>) -> std::io::Result<Child> {
+    spawn_with_stdin(spec, Stdio::null())
+}
+
+/// Like [`spawn`], with its input piped too (attached runs without a
+/// terminal).
+pub fn spawn_piped(spec: &ProcessSpec<'_>) -> std::io::Result<Child> {
+    spawn_with_stdin(spec, Stdio::piped())
+}
+
+fn spawn_with_stdin(spec: &ProcessSpec<'_>, stdin: Stdio) -> std::io::Result<Child> {
     std::fs::create_dir_all(&spec.home)?;
-    let venv = spec.dir.join(".venv");
-    let mut cmd = Command::new("/bin/sh");
+    let mut cmd = Command::new(shell());
     cmd.arg("-c")
         .arg(spec.command)
         .current_dir(spec.dir)
         .env_clear()
-        .envs(spec.env)
-        .env(
-            "PATH",
-            format!("{}:{SYSTEM_PATH}", venv.join("bin").display()),
-        )
-        .env("VIRTUAL_ENV", &venv)
-        // Each app its own HOME: tools keep state there (gunicorn's control
-        // socket, pip caches) and apps must not see each other's.
-        .env("HOME", &spec.home)
-        .env("LANG", "C.UTF-8")
-        .env("PYTHONUNBUFFERED", "1")
-        .env("DYNO", spec.dyno)
-        .stdin(Stdio::null())
+        .envs(environment(spec))
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
-    if let Some(port) = spec.port {
-        cmd.env("PORT", port.to_string());
-    }
     cmd.spawn()
+}
+
+/// Starts the process on a new pseudo-terminal of `cols` × `rows`, as the
+/// leader of a new session whose controlling terminal it is — so Ctrl-C
+/// typed by the caller interrupts it, as in a local shell. Returns the
+/// terminal's controlling end.
+pub fn spawn_in_terminal(
+    spec: &ProcessSpec<'_>,
+    cols: u16,
+    rows: u16,
+) -> std::io::Result<(Child, pty_process::Pty)> {
+    std::fs::create_dir_all(&spec.home)?;
+    let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
+    pty.resize(pty_process::Size::new(rows, cols))
+        .map_err(std::io::Error::other)?;
+    let child = pty_process::Command::new(shell())
+        .arg("-c")
+        .arg(spec.command)
+        .current_dir(spec.dir)
+        .env_clear()
+        .envs(environment(spec))
+        .kill_on_drop(false)
+        .spawn(pts)
+        .map_err(std::io::Error::other)?;
+    Ok((child, pty))
+}
+
+/// The shell that runs Procfile and `berth run` command lines. bash, when
+/// there is one, because it execs a lone command in place of itself: the
+/// process Berth started is then the app's own (gunicorn's master gets the
+/// SIGTERM of a stop; python's REPL gets the terminal's Ctrl-C and the shell
+/// does not die of it). dash keeps itself as the parent and dies of the
+/// first signal.
+fn shell() -> &'static str {
+    static SHELL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    SHELL.get_or_init(|| {
+        if Path::new("/bin/bash").exists() {
+            "/bin/bash"
+        } else {
+            "/bin/sh"
+        }
+    })
+}
+
+/// The environment of an app process: the release's config, then Berth's
+/// own variables, which the config cannot override.
+fn environment(spec: &ProcessSpec<'_>) -> Vec<(String, String)> {
+    let venv = spec.dir.join(".venv");
+    let mut env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.extend([
+        (
+            "PATH".to_string(),
+            format!("{}:{SYSTEM_PATH}", venv.join("bin").display()),
+        ),
+        ("VIRTUAL_ENV".into(), venv.display().to_string()),
+        // Each app its own HOME: tools keep state there (gunicorn's control
+        // socket, pip caches) and apps must not see each other's.
+        ("HOME".into(), spec.home.display().to_string()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("PYTHONUNBUFFERED".into(), "1".into()),
+        ("DYNO".into(), spec.dyno.to_string()),
+    ]);
+    if let Some(port) = spec.port {
+        env.push(("PORT".into(), port.to_string()));
+    }
+    env
 }
 
 /// Sends `signal` to the whole process group led by `pid` (workers included).
@@ -75,6 +141,21 @@ pub fn signal_group(pid: u32, signal: Signal) {
 /// Signals the group's leader only.
 pub fn signal_leader(pid: u32, signal: Signal) {
     let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), signal);
+}
+
+/// Stops a whole process group: SIGTERM to every process, then SIGKILL to
+/// what is left after `grace`. For one-off processes, whose every process
+/// is the user's (no pre-fork master to let finish first).
+pub async fn stop_group(child: &mut Child, grace: std::time::Duration) {
+    let Some(pid) = child.id() else {
+        return;
+    };
+    signal_group(pid, Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        signal_group(pid, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+    signal_group(pid, Signal::SIGKILL);
 }
 
 /// Whether any process of the group led by `pid` is still alive.

@@ -92,8 +92,38 @@ fn state_text(i: &Instance) -> String {
 
 pub async fn ps(client: &Client, app: &str, as_json: bool) -> anyhow::Result<()> {
     let instances = client.instances(app).await?;
+    let runs = client.runs(app).await?;
     if as_json {
-        return json(&instances);
+        return json(&serde_json::json!({ "instances": instances, "runs": runs }));
+    }
+    if !runs.is_empty() {
+        let rows = runs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.name(),
+                    format!("v{}", r.release),
+                    if r.kill_requested {
+                        "stopping".into()
+                    } else {
+                        r.state.as_str().to_string()
+                    },
+                    r.started_at.map(age).unwrap_or_else(|| "-".into()),
+                    r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                    r.node.clone(),
+                    r.command.clone(),
+                ]
+            })
+            .collect::<Vec<_>>();
+        table(
+            &[
+                "RUN", "RELEASE", "STATE", "UPTIME", "PID", "NODE", "COMMAND",
+            ],
+            &rows,
+        );
+        if !instances.is_empty() {
+            println!();
+        }
     }
     if instances.is_empty() {
         let a = client.app(app).await?;

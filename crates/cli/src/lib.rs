@@ -11,6 +11,7 @@
 //! - `config`: config vars, secrets, rollback, restart, health check and
 //!   rollout policy.
 //! - `rollout`: following a rollout until it is live and routed, or failed.
+//! - `run`: one-off processes, attached to the caller's terminal or not.
 //! - `output`: tables and times for people, JSON for scripts.
 
 mod commands;
@@ -19,6 +20,7 @@ mod deploy;
 mod output;
 mod pack;
 mod rollout;
+mod run;
 pub mod settings;
 
 use std::path::PathBuf;
@@ -149,6 +151,32 @@ pub enum Command {
         /// Undo --no-overlap for these types.
         #[arg(long, value_delimiter = ',')]
         overlap: Vec<String>,
+    },
+    /// Run a one-off process of the live release, with the app's config:
+    /// attached to this terminal (a PTY when it is one), or detached with
+    /// its output in the app's log. Exits with the process's status.
+    Run {
+        #[command(flatten)]
+        app: AppArg,
+        /// Run in the background; output goes to `berth logs`.
+        #[arg(short, long)]
+        detach: bool,
+        /// No pseudo-terminal even when attached to one (separate stdout
+        /// and stderr, input until end of file).
+        #[arg(long)]
+        no_tty: bool,
+        /// The command and its arguments (one argument is a shell command
+        /// line).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Stop a one-off process (run.N).
+    #[command(name = "ps:kill")]
+    PsKill {
+        /// e.g. run.3
+        name: String,
+        #[command(flatten)]
+        app: AppArg,
     },
     /// Show the app's events: releases, instances started, ready, drained,
     /// crashed, health checks failed.
@@ -327,5 +355,25 @@ pub async fn run(command: Command, settings: settings::Settings) -> anyhow::Resu
         Command::Events { app, follow, json } => {
             commands::events(&client, &app.app, follow, json).await
         }
+        Command::Run {
+            app,
+            detach,
+            no_tty,
+            command,
+        } => run::run(&client, &app.app, &command, detach, no_tty).await,
+        Command::PsKill { name, app } => run::kill(&client, &app.app, &name).await,
     }
 }
+
+/// A command that ran and wants `berth` to exit with this status, saying
+/// nothing more (`berth run` passing on its process's status).
+#[derive(Debug)]
+pub struct ExitWith(pub u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}

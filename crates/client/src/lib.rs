@@ -9,7 +9,9 @@
 //! - [`ClientError`]: what went wrong, split into "could not reach the
 //!   server" and "the server said no" so callers can retry only the first.
 //! - [`logs`]: a batching log shipper for agents and routers.
+//! - [`attach`]: the WebSocket ends of an attached one-off process.
 
+pub mod attach;
 pub mod logs;
 
 use std::time::Duration;
@@ -474,6 +476,42 @@ impl Client {
             )
             .json(settings),
             "settings",
+        )
+        .await
+    }
+
+    /// `POST /v1/apps/{app}/runs`.
+    pub async fn create_run(&self, app: &str, run: &NewRun) -> Result<Run, ClientError> {
+        self.post(&format!("/v1/apps/{app}/runs"), run).await
+    }
+
+    /// `GET /v1/apps/{app}/runs`: one-off processes that have not ended.
+    pub async fn runs(&self, app: &str) -> Result<Vec<Run>, ClientError> {
+        self.get(&format!("/v1/apps/{app}/runs")).await
+    }
+
+    /// `GET /v1/apps/{app}/runs/{n}`.
+    pub async fn run(&self, app: &str, number: u32) -> Result<Run, ClientError> {
+        self.get(&format!("/v1/apps/{app}/runs/{number}")).await
+    }
+
+    /// `POST /v1/apps/{app}/runs/{n}/kill`.
+    pub async fn kill_run(&self, app: &str, number: u32) -> Result<Run, ClientError> {
+        self.post(&format!("/v1/apps/{app}/runs/{number}/kill"), &())
+            .await
+    }
+
+    /// `PUT /v1/apps/{app}/runs/{n}/status`.
+    pub async fn report_run(
+        &self,
+        app: &str,
+        number: u32,
+        report: &RunReport,
+    ) -> Result<Run, ClientError> {
+        let path = format!("/v1/apps/{app}/runs/{number}/status");
+        self.json(
+            self.request(Method::PUT, &path, CALL_TIMEOUT).json(report),
+            &path,
         )
         .await
     }

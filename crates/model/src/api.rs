@@ -316,6 +316,8 @@ pub enum EventKind {
     HealthFailed,
     Scaled,
     Restarted,
+    RunStarted,
+    RunExited,
 }
 
 impl EventKind {
@@ -333,6 +335,8 @@ impl EventKind {
             Self::HealthFailed => "health_failed",
             Self::Scaled => "scaled",
             Self::Restarted => "restarted",
+            Self::RunStarted => "run_started",
+            Self::RunExited => "run_exited",
         }
     }
 
@@ -350,6 +354,8 @@ impl EventKind {
             "health_failed" => Self::HealthFailed,
             "scaled" => Self::Scaled,
             "restarted" => Self::Restarted,
+            "run_started" => Self::RunStarted,
+            "run_exited" => Self::RunExited,
             _ => return None,
         })
     }

@@ -10,6 +10,7 @@
 //! - [`procfile`]: parsing `Procfile`s, with errors that name the line.
 //! - [`api`]: apps, builds, releases, instances, logs — the resources of `/v1`.
 //! - [`rollout`]: rollout policy, health checks, a rollout in progress.
+//! - [`run`]: one-off processes and the protocol of attaching to them.
 //! - [`state`]: what the control plane wants (desired state for a node, the
 //!   route table for routers) and what agents report back.
 
@@ -17,10 +18,12 @@ pub mod api;
 pub mod names;
 pub mod procfile;
 pub mod rollout;
+pub mod run;
 pub mod state;
 
 pub use api::*;
 pub use rollout::*;
+pub use run::{NewRun, Run, RunJob, RunReport, RunState};
 pub use state::*;
 
 /// A monotonically increasing counter of the control plane's state. Every

@@ -23,6 +23,10 @@ pub struct NodeDesired {
     /// node may still hold; deleting them is idempotent.
     #[serde(default)]
     pub collected_builds: Vec<CollectedBuild>,
+    /// One-off processes placed on this node that have not ended and are
+    /// not being killed; one that leaves this list is stopped.
+    #[serde(default)]
+    pub runs: Vec<crate::RunJob>,
 }
 
 /// A build whose artifact is no longer kept.

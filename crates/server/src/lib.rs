@@ -13,12 +13,15 @@
 //!   state (rollouts included) and to the routers' table.
 //! - [`rollout`]: the controller that completes or fails rollouts.
 //! - `events`: the control plane's lines and events in app logs.
+//! - `relay`: pairs the caller's and the agent's WebSockets of an attached
+//!   one-off process.
 //! - `api`: one module per resource.
 
 mod api;
 mod auth;
 mod error;
 mod events;
+mod relay;
 pub mod rollout;
 pub mod scheduler;
 mod watch;
@@ -86,6 +89,8 @@ pub(crate) struct Ctx {
     pub config: Arc<ServerConfig>,
     pub watchers: Watchers,
     pub opener: Arc<scheduler::SecretOpener>,
+    /// Attached one-off processes waiting for, or relaying to, their caller.
+    pub relays: relay::Relays,
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes the
@@ -114,6 +119,7 @@ pub async fn run(
         config: Arc::new(config),
         watchers: watchers.clone(),
         opener,
+        relays: relay::Relays::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let controller = tokio::spawn(rollout::run(ctx.clone(), stop_rx));

@@ -41,6 +41,8 @@ pub struct Snapshot {
     pub secrets: HashMap<(String, String, u32), String>,
     /// Recently collected builds, by node.
     pub collected: Vec<(String, CollectedBuild)>,
+    /// One-off processes that have not ended.
+    pub runs: Vec<Run>,
 }
 
 /// Opens a sealed secret for the processes that need it; `None` when it
@@ -72,6 +74,8 @@ impl Snapshot {
             wanted.extend(app.rollout.as_ref().map(|r| (app.name.clone(), r.release)));
         }
         wanted.extend(instances.iter().map(|i| (i.app.clone(), i.release)));
+        let runs = store.active_runs(None).await?;
+        wanted.extend(runs.iter().map(|r| (r.app.clone(), r.release)));
         let mut releases = HashMap::new();
         for r in store.pending_releases().await? {
             releases.insert((r.app.clone(), r.version), r);
@@ -113,6 +117,7 @@ impl Snapshot {
             instances,
             secrets,
             collected: store.collected_builds(now - 7 * 24 * 3600 * 1000).await?,
+            runs,
         })
     }
 
@@ -344,7 +349,32 @@ pub fn node_desired(s: &Snapshot, node: &str, apps_domain: &str) -> NodeDesired 
             .filter(|(n, _)| n == node)
             .map(|(_, c)| c.clone())
             .collect(),
+        runs: node_runs(s, node),
     }
+}
+
+/// The one-off processes `node` should be running: placed there, not
+/// ended, not being killed.
+fn node_runs(s: &Snapshot, node: &str) -> Vec<RunJob> {
+    s.runs
+        .iter()
+        .filter(|r| r.node == node && !r.kill_requested && r.state != RunState::Exited)
+        .filter_map(|r| {
+            let release = s.release(&r.app, r.release)?;
+            let (_, artifact) = s.artifact_of(release)?;
+            Some(RunJob {
+                app: r.app.clone(),
+                number: r.number,
+                release: r.release,
+                command: r.command.clone(),
+                env: s.release_env(release),
+                dir: artifact.dir.clone(),
+                attach: r.attach,
+                tty: r.tty,
+                state: r.state,
+            })
+        })
+        .collect()
 }
 
 /// The process type that receives HTTP traffic.

@@ -239,6 +239,33 @@ pub trait Store: Send + Sync + 'static {
     async fn record_router(&self, name: &str, applied: Revision, now: UnixMillis) -> Result<()>;
     async fn routers(&self) -> Result<Vec<RouterSeen>>;
 
+    /// Records a one-off process of `release` placed on `node`, numbered
+    /// after the app's last run; it is `Pending` until its node starts it.
+    async fn create_run(
+        &self,
+        app: &str,
+        release: u32,
+        node: &str,
+        run: &NewRun,
+        created_by: &str,
+        now: UnixMillis,
+    ) -> Result<Run>;
+    async fn run(&self, app: &str, number: u32) -> Result<Option<Run>>;
+    /// Runs that have not exited, of one app or of all; newest last.
+    async fn active_runs(&self, app: Option<&str>) -> Result<Vec<Run>>;
+    /// Asks for a run to be stopped (it leaves its node's desired state).
+    /// `NotFound` if there is no such run; `Conflict` if it has exited.
+    async fn kill_run(&self, app: &str, number: u32) -> Result<Run>;
+    /// Records what the run's node saw. `Exited` is final: later reports
+    /// are ignored, and the run is returned as it was.
+    async fn report_run(
+        &self,
+        app: &str,
+        number: u32,
+        report: &RunReport,
+        now: UnixMillis,
+    ) -> Result<Run>;
+
     /// Appends log lines; returns the id of the last one.
     async fn append_logs(&self, lines: &[NewLogLine]) -> Result<i64>;
     /// Lines of `app` with id > `after` (oldest first, at most `limit`); with

@@ -17,6 +17,8 @@ use tokio::sync::Mutex;
 
 use crate::*;
 
+mod runs;
+
 /// Schema migrations, applied in order; index + 1 is the schema version.
 /// Plain SQL shared in spirit with the PostgreSQL backend: no SQLite-only
 /// types beyond INTEGER PRIMARY KEY for the log cursor.
@@ -110,6 +112,28 @@ CREATE TABLE instances (
     data TEXT NOT NULL,
     PRIMARY KEY (node, app, release, process_type, idx, generation)
 );
+"#,
+    r#"
+CREATE TABLE runs (
+    app TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    release INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    attach INTEGER NOT NULL,
+    tty INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    state TEXT NOT NULL,
+    pid INTEGER,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    started_at BIGINT,
+    finished_at BIGINT,
+    exit_code INTEGER,
+    outcome TEXT,
+    kill_requested INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (app, number)
+);
+CREATE INDEX runs_state ON runs (state);
 "#,
 ];
 
@@ -517,7 +541,7 @@ impl Store for SqliteStore {
         if n == 0 {
             return Err(StoreError::NotFound(format!("no app named {name:?}")));
         }
-        for table in ["domains", "builds", "releases", "logs", "secrets"] {
+        for table in ["domains", "builds", "releases", "logs", "secrets", "runs"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE app = ?"))
                 .bind(name)
                 .execute(&mut *tx)
@@ -1297,6 +1321,55 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn create_run(
+        &self,
+        app: &str,
+        release: u32,
+        node: &str,
+        run: &NewRun,
+        created_by: &str,
+        now: UnixMillis,
+    ) -> Result<Run> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let created = runs::create(&mut tx, app, release, node, run, created_by, now).await?;
+        bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn run(&self, app: &str, number: u32) -> Result<Option<Run>> {
+        runs::get(&self.pool, app, number).await
+    }
+
+    async fn active_runs(&self, app: Option<&str>) -> Result<Vec<Run>> {
+        runs::active(&self.pool, app).await
+    }
+
+    async fn kill_run(&self, app: &str, number: u32) -> Result<Run> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let run = runs::kill(&mut tx, app, number).await?;
+        bump(&mut tx).await?;
+        tx.commit().await?;
+        Ok(run)
+    }
+
+    async fn report_run(
+        &self,
+        app: &str,
+        number: u32,
+        report: &RunReport,
+        now: UnixMillis,
+    ) -> Result<Run> {
+        let (_w, mut tx) = self.begin_write().await?;
+        let (run, ended) = runs::report(&mut tx, app, number, report, now).await?;
+        // An ended run leaves its node's desired state.
+        if ended {
+            bump(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(run)
     }
 
     async fn routers(&self) -> Result<Vec<RouterSeen>> {

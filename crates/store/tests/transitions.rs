@@ -297,3 +297,85 @@ async fn names_domains_logs_and_deletion() {
         Err(StoreError::NotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn one_off_runs_are_numbered_end_once_and_leave_desired_state() {
+    let s = store().await;
+    s.create_app("shop", 1).await.unwrap();
+    let new = NewRun {
+        command: "python manage.py shell".into(),
+        attach: true,
+        tty: true,
+    };
+    let r0 = s.revision().await.unwrap();
+    let first = s
+        .create_run("shop", 1, "n1", &new, "admin", 5)
+        .await
+        .unwrap();
+    let second = s
+        .create_run("shop", 1, "n1", &new, "admin", 6)
+        .await
+        .unwrap();
+    assert_eq!((first.number, second.number), (1, 2));
+    assert_eq!(first.state, RunState::Pending);
+    assert!(
+        s.revision().await.unwrap() > r0,
+        "a new run is desired state"
+    );
+
+    let running = RunReport {
+        state: RunState::Running,
+        pid: Some(42),
+        exit_code: None,
+        outcome: None,
+    };
+    let r = s.report_run("shop", 1, &running, 7).await.unwrap();
+    assert_eq!(
+        (r.state, r.pid, r.started_at),
+        (RunState::Running, Some(42), Some(7))
+    );
+
+    let r1 = s.revision().await.unwrap();
+    let exited = RunReport {
+        state: RunState::Exited,
+        pid: None,
+        exit_code: Some(3),
+        outcome: Some("exited with status 3".into()),
+    };
+    let r = s.report_run("shop", 1, &exited, 8).await.unwrap();
+    assert_eq!(
+        (r.exit_code, r.finished_at, r.pid),
+        (Some(3), Some(8), Some(42))
+    );
+    assert!(
+        s.revision().await.unwrap() > r1,
+        "an ended run leaves desired state"
+    );
+    let late = s.report_run("shop", 1, &running, 9).await.unwrap();
+    assert_eq!(late.state, RunState::Exited, "exited is final");
+    assert!(matches!(
+        s.kill_run("shop", 1).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    let active: Vec<u32> = s
+        .active_runs(Some("shop"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.number)
+        .collect();
+    assert_eq!(active, vec![2]);
+    assert!(s.kill_run("shop", 2).await.unwrap().kill_requested);
+    assert!(matches!(
+        s.kill_run("shop", 9).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(s.active_runs(Some("other")).await.unwrap().is_empty());
+
+    s.delete_app("shop").await.unwrap();
+    assert!(
+        s.active_runs(None).await.unwrap().is_empty(),
+        "runs go with their app"
+    );
+}

@@ -220,7 +220,7 @@ impl Berth {
 
     /// The instances of an app, from `berth ps --json`.
     pub fn instances(&self, app: &str) -> Vec<serde_json::Value> {
-        self.json(&["ps", "--app", app, "--json"])
+        self.json(&["ps", "--app", app, "--json"])["instances"]
             .as_array()
             .cloned()
             .unwrap_or_default()

@@ -8,5 +8,6 @@ mod config;
 mod deploy;
 mod errors;
 mod router;
+mod runs;
 mod supervision;
 mod zero_downtime;

@@ -7,6 +7,7 @@ mod logs;
 mod nodes;
 mod releases;
 mod rollouts;
+mod runs;
 
 pub(crate) use builds::source_path;
 pub(crate) use config::secret_aad;
@@ -54,6 +55,12 @@ pub fn routes(ctx: Ctx) -> Router {
         .route("/apps/{app}/restart", post(rollouts::restart))
         .route("/apps/{app}/settings", put(rollouts::settings))
         .route("/apps/{app}/events", get(logs::events))
+        .route("/apps/{app}/runs", get(runs::list).post(runs::create))
+        .route("/apps/{app}/runs/{number}", get(runs::show))
+        .route("/apps/{app}/runs/{number}/kill", post(runs::kill))
+        .route("/apps/{app}/runs/{number}/status", put(runs::report))
+        .route("/apps/{app}/runs/{number}/attach", get(runs::attach))
+        .route("/apps/{app}/runs/{number}/process", get(runs::process))
         .route("/routers/applied", get(nodes::routers_applied))
         .route("/apps/{app}/logs", get(logs::read))
         .route("/logs", post(logs::append))
