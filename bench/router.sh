@@ -2,7 +2,9 @@
 # Router benchmark: `berth router` (standalone, one thread) against nginx and
 # HAProxy (one worker/thread each) on the same nginx backend, in one run.
 #
-#   bench/router.sh [--rounds N] [--seconds N] [--skip-build]
+#   bench/router.sh [--rounds N] [--seconds N] [--berth PATH]
+#
+# --berth PATH benchmarks that binary instead of building one.
 #
 # Measures, each as ratios against HAProxy in the same run:
 #   1. keep-alive, 50 connections        (lb-compare)
@@ -16,13 +18,13 @@
 # Numbers on a shared 2-core machine are noisy: compare ratios, use --rounds 5+.
 set -euo pipefail
 
-ROUNDS=3 SECS=8 BUILD=1
+ROUNDS=3 SECS=8 BERTH=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS="$2"; shift 2 ;;
     --seconds) SECS="$2"; shift 2 ;;
-    --skip-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --berth) BERTH="$2"; shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "router.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -33,10 +35,10 @@ LB=${LB_COMPARE:-/work/shared/bench/lb-compare}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 PATH="$PATH:/usr/sbin"
 
-if [ "$BUILD" = 1 ]; then
+if [ -z "$BERTH" ]; then
   (cd "$ROOT" && cargo build --release -p berth)
+  BERTH="$TARGET/release/berth"
 fi
-BERTH="$TARGET/release/berth"
 
 DIR=$(mktemp -d /tmp/router-bench.XXXXXX)
 cleanup() {

@@ -1,4 +1,5 @@
-//! The TCP connector to backends, and what it learns about each connection.
+//! Backend connections: TCP connect, and what each connection learns about
+//! the requests it carries.
 //!
 //! hyper reports a backend that took a request and then closed or reset the
 //! connection as "connection closed before message completed" or an I/O
@@ -7,68 +8,52 @@
 //! which a bodiless idempotent request may be sent again for (HAProxy's
 //! `retry-on empty-response`). So every connection is wrapped in
 //! [`Counted`], which counts the bytes read since the current request began
-//! to be written and how many requests the connection has carried. hyper-util
-//! hands the connection's [`Connected`] back with an error
-//! ([`Error::connect_info`](hyper_util::client::legacy::Error::connect_info)),
-//! and [`ConnStats::of`] reads the counters from it.
+//! to be written and how many requests the connection has carried; the
+//! request path reads them ([`ConnStats`]) when a send fails.
 //!
 //! The counters are exact because an HTTP/1.1 client connection alternates:
 //! hyper writes a request, reads its whole response, and only then (back
 //! from the pool) writes the next. The first write after a read therefore
 //! starts a new request. Pipelining, which would break this, is not used.
 
-use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use http::{Extensions, Uri};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tower_service::Service;
+use tokio::net::{TcpSocket, TcpStream};
 
-use crate::body::BoxError;
-
-/// [`HttpConnector`], with every connection wrapped in [`Counted`].
-#[derive(Clone)]
-pub(crate) struct Connector {
-    inner: HttpConnector,
-}
-
-impl Connector {
-    pub(crate) fn new(inner: HttpConnector) -> Self {
-        Self { inner }
-    }
-}
-
-impl Service<Uri> for Connector {
-    type Response = TokioIo<Counted>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.inner.call(uri);
-        Box::pin(async move {
-            let io = connecting.await?;
-            Ok(TokioIo::new(Counted::new(io.into_inner())))
-        })
-    }
+/// Opens a TCP connection to `addr` within `timeout`: no Nagle delay (heads
+/// and short bodies must go out at once), keep-alive probes so a backend
+/// host that vanished is noticed on idle pooled connections.
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Counted> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_keepalive(true)?;
+    let stream = tokio::time::timeout(timeout, socket.connect(addr))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {timeout:?}"),
+            )
+        })??;
+    stream.set_nodelay(true)?;
+    Ok(Counted::new(stream))
 }
 
 /// What one connection has seen, shared between the connection (which
 /// counts) and whoever looks at a failed request (which reads).
 ///
-/// Relaxed ordering is enough: the counts are written by the connection's
-/// task before it reports an error, and read by the request's task after
-/// it received that error through hyper's channel, which orders the two.
+/// Relaxed ordering is enough: the connection is driven by the request's own
+/// task, which reads the counts after the send failed.
 #[derive(Debug, Default)]
 pub(crate) struct ConnStats {
     /// Bytes read since the current request began to be written.
@@ -77,19 +62,7 @@ pub(crate) struct ConnStats {
     requests: AtomicU32,
 }
 
-/// The handle stored in [`Connected`]'s extras (which must be `Clone`).
-#[derive(Clone)]
-struct StatsHandle(Arc<ConnStats>);
-
 impl ConnStats {
-    /// The counters of the connection `connected` describes, if it is one of
-    /// [`Connector`]'s.
-    pub(crate) fn of(connected: &Connected) -> Option<Arc<ConnStats>> {
-        let mut extensions = Extensions::new();
-        connected.get_extras(&mut extensions);
-        extensions.get::<StatsHandle>().map(|h| Arc::clone(&h.0))
-    }
-
     /// True when not one byte of a response to the current request arrived.
     pub(crate) fn nothing_received(&self) -> bool {
         self.response_bytes.load(Ordering::Relaxed) == 0
@@ -112,7 +85,7 @@ pub(crate) struct Counted {
 }
 
 impl Counted {
-    fn new(stream: TcpStream) -> Self {
+    pub(crate) fn new(stream: TcpStream) -> Self {
         Self {
             stream,
             stats: Arc::default(),
@@ -129,11 +102,10 @@ impl Counted {
     }
 }
 
-impl Connection for Counted {
-    fn connected(&self) -> Connected {
-        self.stream
-            .connected()
-            .extra(StatsHandle(Arc::clone(&self.stats)))
+impl Counted {
+    /// The counters, for reading after a failed send.
+    pub(crate) fn stats(&self) -> Arc<ConnStats> {
+        Arc::clone(&self.stats)
     }
 }
 
@@ -210,7 +182,7 @@ mod tests {
         let addr = listener.local_addr()?;
         let mut conn = Counted::new(TcpStream::connect(addr).await?);
         let (mut server, _) = listener.accept().await?;
-        let stats = ConnStats::of(&conn.connected()).expect("stats in extras");
+        let stats = conn.stats();
         let mut buf = [0u8; 16];
 
         conn.write_all(b"first").await?;

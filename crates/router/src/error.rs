@@ -23,7 +23,7 @@ use std::time::Duration;
 use http::{header, HeaderValue, Response, StatusCode};
 use thiserror::Error;
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, BoxError};
 
 /// Who caused a failed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,13 +49,13 @@ pub enum ProxyError {
     Connect {
         backend: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     #[error("backend {backend} closed the connection without answering")]
     EmptyResponse {
         backend: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     #[error("backend {backend} did not answer within {timeout:?}")]
     Timeout { backend: String, timeout: Duration },
@@ -63,7 +63,7 @@ pub enum ProxyError {
     Upstream {
         backend: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     #[error("invalid request: {0}")]
     BadRequest(&'static str),

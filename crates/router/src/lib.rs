@@ -10,14 +10,16 @@
 //! client ──► run (accept, drain) ──► proxy::handle
 //!                                      route ─► static ─► pick ─► rewrite ─► forward ─► log
 //!                                        ▲                                      │
-//!            control plane / TOML ──► Routes (ArcSwap)            pooled HTTP/1.1 client ──► backends
+//!            control plane / TOML ──► Routes (ArcSwap)          per-thread pool (HTTP/1.1) ──► backends
 //! ```
 //!
 //! # Layout
 //! - [`server`] — [`run`], the accept loop and graceful drain.
 //! - `proxy` — the request path as named phases, with per-request state in
 //!   one context.
-//! - `upstream` — the pooled client to backends and one send attempt.
+//! - `upstream` — one send attempt, and how its failure is judged.
+//! - `pool` — keep-alive backend connections: a per-thread LIFO pool, each
+//!   connection driven by the request using it.
 //! - `connector` — TCP to backends, counting what each connection received
 //!   (to tell an empty response from a broken one).
 //! - [`table`] — [`Routes`], the compiled table, per-backend load and health.
@@ -47,6 +49,7 @@ pub mod error;
 mod headers;
 mod health;
 pub mod limits;
+mod pool;
 mod proxy;
 pub mod rate_limit;
 mod request_body;

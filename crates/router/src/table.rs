@@ -66,7 +66,8 @@ pub(crate) struct BackendState {
     pub addr: String,
     /// Human id for logs (`v3/web.1`).
     pub id: String,
-    pub authority: Authority,
+    /// The address to connect to, when `addr` is one (not a host name).
+    pub socket_addr: Option<std::net::SocketAddr>,
     /// Requests sent to this address and not yet finished. Keyed by address
     /// and carried into new tables: a deploy that keeps an instance must not
     /// make its load look like zero, or least-conn would pile onto it.
@@ -148,16 +149,16 @@ impl Table {
                 .backends
                 .into_iter()
                 .filter_map(|b| match b.addr.parse::<Authority>() {
-                    Ok(authority) => Some(BackendState {
+                    Ok(_) => Some(BackendState {
                         load: loads.get(b.addr.as_str()).map_or_else(Default::default, |l| {
                             Arc::clone(l)
                         }),
                         health: healths
                             .get(&(b.addr.as_str(), b.id.as_str()))
                             .map_or_else(Default::default, |h| Arc::clone(h)),
+                        socket_addr: b.addr.parse().ok(),
                         addr: b.addr,
                         id: b.id,
-                        authority,
                     }),
                     Err(e) => {
                         tracing::warn!(app = %route.name, addr = %b.addr, "skipping backend with invalid address: {e}");

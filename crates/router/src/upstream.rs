@@ -1,5 +1,5 @@
-//! The connection to backends: a pooled keep-alive HTTP/1.1 client, and one
-//! attempt at sending a request through it.
+//! One attempt at sending a request to a backend, over the connection pool
+//! ([`crate::pool`]).
 //!
 //! An attempt that fails says how far the request got (see
 //! [`ProxyError`]): never connected, taken and closed without a response
@@ -9,43 +9,26 @@
 //! keep-alive timeout racing the router as a dead app.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 
 use crate::body::Reclaim;
 use crate::config::RouterConfig;
-use crate::connector::{ConnStats, Connector};
 use crate::error::ProxyError;
+use crate::pool::{self, Driven, PoolConfig};
 use crate::request_body::ClientBody;
 use crate::table::BackendState;
 
-/// The body sent to a backend: the client's own, or a new empty one for
-/// resending a bodiless request (whose original was handed to hyper and may
-/// be gone).
-type UpstreamBody = Either<Reclaim<ClientBody>, Empty<Bytes>>;
-
-type HttpClient = Client<Connector, UpstreamBody>;
-
-/// The clients to every backend.
+/// How attempts reach backends.
 #[derive(Clone)]
 pub(crate) struct Upstream {
-    /// Pools keep-alive connections per `host:port`; used for every first
-    /// attempt and for retries on another backend.
-    pooled: HttpClient,
-    /// Never reuses a connection: for resending to the same backend after a
-    /// pooled connection was closed under the request, where the pool could
-    /// hand out another connection just as stale.
-    fresh: HttpClient,
+    pool: PoolConfig,
 }
 
 /// Which connection an attempt may use.
@@ -53,7 +36,9 @@ pub(crate) struct Upstream {
 pub(crate) enum Conn {
     /// Any: pooled if one is idle.
     Pooled,
-    /// A new one.
+    /// A new one: for resending to the same backend after a pooled
+    /// connection was closed under the request, where the pool could hand
+    /// out another connection just as stale.
     Fresh,
 }
 
@@ -74,35 +59,21 @@ pub(crate) struct Failed {
     pub reused: bool,
 }
 
-/// Builds the clients. Connections to backends are pooled and kept alive:
-/// a new TCP handshake per request would dominate the latency of small
-/// requests on a local network.
+/// Connections to backends are pooled and kept alive: a new TCP handshake
+/// per request would dominate the latency of small requests on a local
+/// network.
 pub(crate) fn client(config: &RouterConfig) -> Upstream {
-    let mut connector = HttpConnector::new();
-    // Small writes (heads, short bodies) must go out now, not after Nagle's
-    // delay waits for an ACK.
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(config.connect_timeout));
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    let connector = Connector::new(connector);
-    let build = |max_idle: usize| {
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(max_idle)
-            .pool_timer(TokioTimer::new())
-            // The Host header is the client's, set by the rewrite phase; the
-            // client must not make one up from the backend address.
-            .set_host(false)
-            .build(connector.clone())
-    };
     Upstream {
-        pooled: build(config.pool_max_idle_per_backend),
-        fresh: build(0),
+        pool: PoolConfig {
+            max_idle_per_backend: config.pool_max_idle_per_backend,
+            idle_timeout: config.pool_idle_timeout,
+            connect_timeout: config.connect_timeout,
+        },
     }
 }
 
 /// Sends the request (head `parts`, already rewritten) to `backend`, waiting
-/// at most `timeout` for the response head.
+/// at most `timeout` for the response head (connect included).
 pub(crate) async fn send(
     client: &Upstream,
     conn: Conn,
@@ -110,20 +81,7 @@ pub(crate) async fn send(
     parts: &Parts,
     body: SendBody,
     timeout: Duration,
-) -> Result<Response<Incoming>, Failed> {
-    let uri = match upstream_uri(backend, parts) {
-        Ok(uri) => uri,
-        Err(error) => {
-            return Err(Failed {
-                error,
-                body: match body {
-                    SendBody::Client(b) => Some(b),
-                    SendBody::Empty => None,
-                },
-                reused: false,
-            })
-        }
-    };
+) -> Result<Response<Driven>, Failed> {
     let (body, mut reclaim) = match body {
         SendBody::Client(b) => {
             let (b, rx) = Reclaim::new(b);
@@ -132,35 +90,44 @@ pub(crate) async fn send(
         SendBody::Empty => (Either::Right(Empty::new()), None),
     };
     let mut req = Request::from_parts(parts.clone(), body);
-    *req.uri_mut() = uri;
+    *req.uri_mut() = origin_form(parts);
     // Backends always get HTTP/1.1, so the pooled connection stays
     // keep-alive even for an HTTP/1.0 client.
     *req.version_mut() = Version::HTTP_11;
 
-    let client = match conn {
-        Conn::Pooled => &client.pooled,
-        Conn::Fresh => &client.fresh,
+    let attempt = async {
+        let addr = resolve(backend).await.map_err(|e| (e, false))?;
+        let c = pool::checkout(addr, conn == Conn::Fresh, &client.pool)
+            .await
+            .map_err(|e| (e, false))?;
+        Ok::<_, (io::Error, bool)>(pool::send(c, req, client.pool.max_idle_per_backend).await)
     };
-    let result = tokio::time::timeout(timeout, client.request(req)).await;
-    let mut reused = false;
-    let error = match result {
-        Ok(Ok(resp)) => return Ok(resp),
-        Ok(Err(e)) if e.is_connect() => ProxyError::Connect {
+    let error = match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(Ok(resp))) => return Ok(resp),
+        Ok(Err((e, _))) => ProxyError::Connect {
             backend: backend.addr.clone(),
-            source: e,
+            source: Box::new(e),
         },
-        Ok(Err(e)) => {
-            let stats = e.connect_info().and_then(ConnStats::of);
-            reused = stats.as_ref().is_some_and(|s| s.reused());
-            // Without the counters it is unknown whether a response began,
-            // so the failure is not taken for an empty response.
-            let empty = stats.is_some_and(|s| s.nothing_received()) && closed_by_peer(&e);
+        Ok(Ok(Err((e, stats)))) => {
+            let reused = stats.reused();
+            let empty = stats.nothing_received() && closed_by_peer(&e);
             let backend = backend.addr.clone();
-            if empty {
-                ProxyError::EmptyResponse { backend, source: e }
+            let error = if empty {
+                ProxyError::EmptyResponse {
+                    backend,
+                    source: Box::new(e),
+                }
             } else {
-                ProxyError::Upstream { backend, source: e }
-            }
+                ProxyError::Upstream {
+                    backend,
+                    source: Box::new(e),
+                }
+            };
+            return Err(Failed {
+                error,
+                body: reclaim.as_mut().and_then(take_reclaimed),
+                reused,
+            });
         }
         // The request may be running in the app right now: never resent.
         Err(_) => ProxyError::Timeout {
@@ -171,23 +138,33 @@ pub(crate) async fn send(
     Err(Failed {
         error,
         body: reclaim.as_mut().and_then(take_reclaimed),
-        reused,
+        reused: false,
     })
+}
+
+/// The backend's socket address: parsed when the table was compiled, or
+/// looked up now for a backend given by name.
+async fn resolve(backend: &BackendState) -> io::Result<SocketAddr> {
+    if let Some(addr) = backend.socket_addr {
+        return Ok(addr);
+    }
+    tokio::net::lookup_host(backend.addr.as_str())
+        .await?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address for backend"))
 }
 
 /// Whether a send failed because the backend closed or reset the
 /// connection, as opposed to, say, a response hyper could not parse or a
 /// request it refused to send.
-fn closed_by_peer(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+fn closed_by_peer(e: &hyper::Error) -> bool {
+    // Canceled: hyper saw the connection close before it could write the
+    // request.
+    if e.is_incomplete_message() || e.is_canceled() {
+        return true;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(err) = cur {
-        if let Some(h) = err.downcast_ref::<hyper::Error>() {
-            // Canceled: hyper saw the connection close before it could
-            // write the request (and hyper-util could not retry it).
-            if h.is_incomplete_message() || h.is_canceled() {
-                return true;
-            }
-        }
         if let Some(io) = err.downcast_ref::<io::Error>() {
             return matches!(
                 io.kind(),
@@ -202,22 +179,19 @@ fn closed_by_peer(e: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
-/// The body, if the client dropped it unread. The client drops the request
-/// before its future resolves, so the body is already in the channel.
+/// The body, if hyper dropped it unread. The request is dropped before the
+/// send's future resolves, so the body is already in the channel.
 fn take_reclaimed(rx: &mut oneshot::Receiver<ClientBody>) -> Option<ClientBody> {
     rx.try_recv().ok()
 }
 
-fn upstream_uri(backend: &BackendState, parts: &Parts) -> Result<Uri, ProxyError> {
+/// The request target as a backend expects it: path and query only, also
+/// for a client that sent the absolute form (the host is in `Host`).
+fn origin_form(parts: &Parts) -> Uri {
     let pq = parts
         .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    Uri::builder()
-        .scheme("http")
-        .authority(backend.authority.clone())
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))
+    Uri::from(pq)
 }

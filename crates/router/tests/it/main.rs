@@ -7,6 +7,7 @@ mod limits;
 mod reload;
 mod routing;
 mod shutdown;
+mod slow_clients;
 mod smuggling;
 mod static_files;
 mod util;
