@@ -9,6 +9,7 @@ Routes (tests rely on them):
   GET  /slow?seconds=N  sleeps N seconds (at most 30), then "done"
   GET  /pid          pid of the gunicorn master (the process Berth started)
   POST /echo         the request body, unchanged
+  GET  /alloc?mb=N   holds N MB of memory for the request (memory-limit tests)
 """
 
 import os
@@ -78,6 +79,13 @@ def pid() -> Response:
     # Under gunicorn this code runs in a worker whose parent is the master,
     # i.e. the process Berth spawned; killing it takes the whole app down.
     return text(str(os.getppid()))
+
+
+@app.get("/alloc")
+def alloc() -> Response:
+    mb = int(request.args.get("mb", "1"))
+    held = b"x" * (mb << 20)  # every page touched, so it counts
+    return text(f"held {len(held) >> 20} MB\n")
 
 
 @app.post("/echo")

@@ -270,6 +270,21 @@ impl Cgroups {
         Ok(names.len())
     }
 
+    /// The group `name` as it is (its processes, its limits), to clear a
+    /// stale one.
+    pub fn open_existing(&self, name: &str) -> Result<Cgroup, CgroupError> {
+        validate_name(name)?;
+        self.open(name)
+    }
+
+    /// Removes the (empty) parent groups, when the agent stops for good.
+    /// Best effort: a group still in use stays.
+    pub fn remove_parent(&self) {
+        for p in &self.parents {
+            let _ = fs::remove_dir(&p.dir);
+        }
+    }
+
     /// The group `name` without touching the filesystem.
     fn open(&self, name: &str) -> Result<Cgroup, CgroupError> {
         let members: Vec<Member> = self

@@ -14,6 +14,7 @@ use tokio::process::Child;
 use tokio::sync::watch;
 
 use crate::actual::Actual;
+use crate::confine::{group_name, Confinement};
 use crate::health::Checker;
 use crate::spawn::{self, ProcessSpec};
 use crate::AgentConfig;
@@ -35,6 +36,9 @@ const WEB: &str = "web";
 /// The longest one readiness probe waits for an answer (workers may still
 /// be loading the app).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a running instance's cgroup is asked whether the kernel
+/// killed one of its processes for lack of memory.
+const OOM_POLL: Duration = Duration::from_secs(1);
 /// While an instance starts, checks run at least this often, so a rollout
 /// does not wait a whole interval per `rise` (HAProxy's `fastinter`).
 const STARTING_CHECK_INTERVAL: Duration = Duration::from_millis(250);
@@ -49,6 +53,8 @@ pub struct Life {
     control: watch::Receiver<Control>,
     state: Instance,
     checker: Checker,
+    /// The cgroup of the current process start, if the node has cgroups.
+    confinement: Option<Confinement>,
 }
 
 /// Runs until told to stop; removes the instance from the actual state when
@@ -78,6 +84,7 @@ impl Life {
             control,
             state,
             checker: Checker::new(),
+            confinement: None,
         }
     }
 
@@ -104,8 +111,69 @@ impl Life {
         });
     }
 
+    /// A line about this instance in the app's log that records no state
+    /// change.
+    fn log(&self, line: String) {
+        self.logs.send(NewLogLine {
+            app: self.state.app.clone(),
+            ts: berth_model::now_millis(),
+            source: "berth".into(),
+            scope: None,
+            line: format!("{} (v{}): {line}", self.dyno(), self.state.release),
+            event: None,
+        });
+    }
+
     fn publish(&self) -> u64 {
         self.actual.set(self.state.clone())
+    }
+
+    /// A process that ended on its own: clears what its group left behind
+    /// (the workers of a dead master may linger and hold resources) and
+    /// says how it ended — out of memory, when the kernel killed it for that.
+    fn died(
+        &mut self,
+        pid: Option<u32>,
+        status: std::io::Result<std::process::ExitStatus>,
+    ) -> String {
+        if let Some(pid) = pid {
+            spawn::signal_group(pid, Signal::SIGKILL);
+        }
+        match (status, self.confinement.as_mut()) {
+            (Ok(s), Some(c)) => c.describe_exit(s),
+            (Ok(s), None) => spawn::describe_exit(s),
+            (Err(e), _) => e.to_string(),
+        }
+    }
+
+    /// Reports processes of the instance the kernel killed for lack of
+    /// memory while the instance kept running (a pre-fork server's
+    /// workers: the master starts new ones).
+    fn note_oom_kills(&mut self) {
+        let Some(c) = self.confinement.as_mut() else {
+            return;
+        };
+        let killed = c.new_oom_kills();
+        if killed == 0 {
+            return;
+        }
+        let note = c.oom_note();
+        self.state.oom_kills += killed as u32;
+        self.publish();
+        self.event(
+            EventKind::OutOfMemory,
+            format!("{killed} process(es) killed: {note}"),
+        );
+    }
+
+    /// Applies the limits of a changed spec to the running process.
+    fn apply_limits(&mut self) {
+        let limits = self.spec().limits;
+        if let Some(c) = self.confinement.as_mut() {
+            if let Err(e) = c.update(limits) {
+                self.log(format!("cannot apply the new resource limits: {e}"));
+            }
+        }
     }
 
     fn control(&self) -> Control {
@@ -116,10 +184,13 @@ impl Life {
         let mut crashes_in_a_row = 0u32;
         while self.control() == Control::Run {
             let started = Instant::now();
-            let exit = match self.start() {
+            let exit = match self.start().await {
                 Ok(child) => self.supervise(child).await,
                 Err(e) => Some(format!("could not start: {e}")),
             };
+            if let Some(confinement) = self.confinement.take() {
+                confinement.release().await;
+            }
             let Some(exit) = exit else {
                 return; // stopped on request
             };
@@ -151,7 +222,7 @@ impl Life {
         }
     }
 
-    fn start(&mut self) -> std::io::Result<Child> {
+    async fn start(&mut self) -> std::io::Result<Child> {
         let spec = self.spec();
         let port = if spec.process_type == WEB {
             Some(spawn::free_port()?)
@@ -161,6 +232,21 @@ impl Life {
         let dir = std::path::PathBuf::from(&spec.dir);
         let dyno = self.dyno();
         let home = self.config.data_dir.join("homes").join(&spec.app);
+        let name = group_name(&[
+            &spec.app,
+            &dyno,
+            &format!("v{}", spec.release),
+            &format!("g{}", spec.generation),
+        ]);
+        self.confinement =
+            match Confinement::create(self.config.cgroups.as_ref(), &name, spec.limits).await {
+                Ok(c) => c,
+                Err(why) => {
+                    // Running unconfined beats not running at all.
+                    self.log(format!("running without resource limits: {why}"));
+                    None
+                }
+            };
         let mut child = spawn::spawn(&ProcessSpec {
             command: &spec.command,
             dir: &dir,
@@ -168,6 +254,7 @@ impl Life {
             dyno: &dyno,
             port,
             home,
+            cgroup: self.confinement.as_ref().map(Confinement::joiner),
         })?;
         let scope = format!("v{}", spec.release);
         spawn::forward_output(&mut child, &spec.app, &dyno, Some(&scope), &self.logs);
@@ -199,12 +286,16 @@ impl Life {
         self.publish();
         self.event(EventKind::InstanceReady, "up".into());
         let mut failures = 0u32;
+        let mut oom_poll = tokio::time::interval(OOM_POLL);
+        oom_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let interval_of = |hc: &Option<HealthCheck>| {
+            hc.as_ref()
+                .map(|h| Duration::from_millis(h.interval_ms))
+                .unwrap_or(Duration::from_secs(3600))
+        };
+        let mut next_check = tokio::time::Instant::now() + interval_of(&self.healthcheck());
         loop {
             let hc = self.healthcheck();
-            let interval = hc
-                .as_ref()
-                .map(|h| Duration::from_millis(h.interval_ms))
-                .unwrap_or(Duration::from_secs(3600));
             if hc.is_none() && self.state.health.is_some() {
                 // The check was removed while running.
                 self.state.health = None;
@@ -213,19 +304,26 @@ impl Life {
             let event = tokio::select! {
                 status = child.wait() => Watch::Died(status),
                 _ = until_not_run(&mut self.control) => Watch::Stop,
-                _ = tokio::time::sleep(interval), if hc.is_some() => Watch::Check,
+                _ = tokio::time::sleep_until(next_check), if hc.is_some() => Watch::Check,
                 // A health check set or changed while running applies now.
                 r = self.spec.changed() => if r.is_ok() { Watch::SpecChanged } else { Watch::Stop },
+                _ = oom_poll.tick(), if self.confinement.is_some() => Watch::OomCheck,
             };
             match event {
-                Watch::Died(status) => return Some(died(pid, status)),
+                Watch::Died(status) => return Some(self.died(pid, status)),
                 Watch::Stop => {
                     self.stop(child).await;
                     return None;
                 }
-                Watch::Check => {}
+                Watch::Check => next_check = tokio::time::Instant::now() + interval_of(&hc),
                 Watch::SpecChanged => {
                     failures = 0;
+                    next_check = tokio::time::Instant::now() + interval_of(&self.healthcheck());
+                    self.apply_limits();
+                    continue;
+                }
+                Watch::OomCheck => {
+                    self.note_oom_kills();
                     continue;
                 }
             }
@@ -282,7 +380,7 @@ impl Life {
                         let probe = self.checker.answers(&addr, &host, PROBE_TIMEOUT);
                         let answered = tokio::select! {
                             r = probe => r,
-                            status = child.wait() => return Ready::Ended(Some(died(pid, status))),
+                            status = child.wait() => return Ready::Ended(Some(self.died(pid, status))),
                         };
                         match answered {
                             Ok(()) => return Ready::Up(child),
@@ -358,7 +456,7 @@ impl Life {
             };
             match event {
                 None => {}
-                Some(Some(status)) => return Ready::Ended(Some(died(pid, status))),
+                Some(Some(status)) => return Ready::Ended(Some(self.died(pid, status))),
                 Some(None) => {
                     self.stop(child).await;
                     return Ready::Ended(None);
@@ -470,6 +568,7 @@ enum Watch {
     Stop,
     Check,
     SpecChanged,
+    OomCheck,
 }
 
 /// Resolves once the supervisor wants anything but `Run` (or is gone).
@@ -480,18 +579,6 @@ async fn until_not_run(control: &mut watch::Receiver<Control>) {
 
 async fn until(control: &mut watch::Receiver<Control>, want: Control) {
     let _ = control.wait_for(|c| *c == want).await.map(drop);
-}
-
-/// A process that ended on its own: clears what its group left behind (the
-/// workers of a dead master may linger and hold resources) and says how it
-/// ended.
-fn died(pid: Option<u32>, status: std::io::Result<std::process::ExitStatus>) -> String {
-    if let Some(pid) = pid {
-        spawn::signal_group(pid, Signal::SIGKILL);
-    }
-    status
-        .map(spawn::describe_exit)
-        .unwrap_or_else(|e| e.to_string())
 }
 
 /// How waiting for readiness ended.

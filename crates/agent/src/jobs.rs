@@ -202,6 +202,7 @@ impl Jobs {
             dyno: "release",
             port: None,
             home: self.config.data_dir.join("homes").join(&job.app),
+            cgroup: None,
         })
         .map_err(|e| format!("could not start the release command: {e}"))?;
         let output = spawn::forward_output(

@@ -13,7 +13,10 @@
 //!   restart with backoff, drain confirmed by the routers, stop.
 //! - `health`: the HTTP health check.
 //! - `spawn`: how an app process is started — the one place where per-app
-//!   users and cgroups will be applied.
+//!   users and cgroups are applied.
+//! - [`cgroup`]: per-instance cgroups (v1, v2, hybrid): limits, OOM
+//!   detection, killing a whole tree.
+//! - `confine`: one process start's group, its limits and OOM kills.
 //! - `jobs`: builds and release phases.
 //! - `runs`: one-off processes, detached or attached through the control
 //!   plane to their caller.
@@ -21,6 +24,7 @@
 
 mod actual;
 pub mod cgroup;
+mod confine;
 mod health;
 mod instance;
 mod jobs;
@@ -66,6 +70,11 @@ pub struct AgentConfig {
     pub restart_backoff_max: Duration,
     /// Longest a release phase may run.
     pub release_timeout: Duration,
+    /// The cgroup (relative to each hierarchy's root) under which app
+    /// processes get their groups; `None` runs them without limits.
+    pub cgroup_parent: Option<String>,
+    /// What the agent found at start under `cgroup_parent`.
+    pub(crate) cgroups: Option<cgroup::Cgroups>,
 }
 
 impl AgentConfig {
@@ -83,8 +92,28 @@ impl AgentConfig {
             restart_backoff: Duration::from_millis(500),
             restart_backoff_max: Duration::from_secs(60),
             release_timeout: Duration::from_secs(30 * 60),
+            cgroup_parent: None,
+            cgroups: None,
         }
     }
+}
+
+/// The cgroup parent of the agent of `node` keeping its files in
+/// `data_dir`: `berth/NODE-HASH`, so that agents sharing a host (tests,
+/// several Berths) never touch each other's groups, and an agent restarted
+/// on the same data dir finds what its previous run left.
+pub fn default_cgroup_parent(node: &str, data_dir: &std::path::Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::canonicalize(data_dir)
+        .unwrap_or_else(|_| data_dir.to_path_buf())
+        .hash(&mut h);
+    format!(
+        "{}/{}-{:08x}",
+        cgroup::DEFAULT_PARENT,
+        confine::group_name(&[node]),
+        h.finish() as u32
+    )
 }
 
 /// Runs the agent until `shutdown` resolves, then stops every app process
@@ -97,6 +126,8 @@ pub async fn run(
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(config.data_dir.join("builds"))?;
     std::fs::create_dir_all(config.data_dir.join("homes"))?;
+    let mut config = config;
+    config.cgroups = detect_cgroups(config.cgroup_parent.as_deref()).await;
     let config = Arc::new(config);
     let actual = actual::Actual::default();
     let (desired_tx, desired_rx) = watch::channel(None::<NodeDesired>);
@@ -135,7 +166,30 @@ pub async fn run(
     // Say goodbye with the (now empty) actual state so routers drop us at once.
     let _ = client.report(&config.node, &actual.report()).await;
     logs.flush().await;
+    if let Some(cgroups) = &config.cgroups {
+        cgroups.remove_parent();
+    }
     Ok(())
+}
+
+/// The node's cgroups under `parent`, cleared of what a previous run of
+/// this agent left; `None` (logged) when there are none to use.
+async fn detect_cgroups(parent: Option<&str>) -> Option<cgroup::Cgroups> {
+    let cgroups = match cgroup::Cgroups::detect(parent?) {
+        Ok(c) => c?,
+        Err(e) => {
+            tracing::warn!("app processes run without limits: {e}");
+            return None;
+        }
+    };
+    match cgroups.remove_leftovers().await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::warn!("stopped {n} app process groups left by a previous run of this agent")
+        }
+        Err(e) => tracing::warn!("cannot clear app process groups of a previous run: {e}"),
+    }
+    Some(cgroups)
 }
 
 /// Follows the node's desired state; hands it to the supervisor and starts

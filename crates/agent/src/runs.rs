@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::confine::{group_name, Confinement};
 use crate::spawn::{self, ProcessSpec};
 use crate::AgentConfig;
 
@@ -121,6 +122,19 @@ impl Runs {
         let home = self.config.data_dir.join("homes").join(&job.app);
         let dir = PathBuf::from(&job.dir);
         let dyno = run_name(job.number);
+        let name = group_name(&[&job.app, &dyno]);
+        let mut confinement =
+            match Confinement::create(self.config.cgroups.as_ref(), &name, job.limits).await {
+                Ok(c) => c,
+                Err(why) => {
+                    tracing::warn!(
+                        "{} of {} runs without resource limits: {why}",
+                        dyno,
+                        job.app
+                    );
+                    None
+                }
+            };
         let spec = ProcessSpec {
             command: &job.command,
             dir: &dir,
@@ -128,12 +142,17 @@ impl Runs {
             dyno: &dyno,
             port: None,
             home,
+            cgroup: confinement.as_ref().map(Confinement::joiner),
         };
-        if job.attach {
-            self.attached(job, &spec, stop).await
+        let ended = if job.attach {
+            self.attached(job, &spec, stop, &mut confinement).await
         } else {
-            self.detached(job, &spec, stop).await
+            self.detached(job, &spec, stop, &mut confinement).await
+        };
+        if let Some(c) = confinement {
+            c.release().await;
         }
+        ended
     }
 
     async fn detached(
@@ -141,6 +160,7 @@ impl Runs {
         job: &RunJob,
         spec: &ProcessSpec<'_>,
         stop: CancellationToken,
+        confinement: &mut Option<Confinement>,
     ) -> Ended {
         let mut child = match spawn::spawn(spec) {
             Ok(c) => c,
@@ -149,13 +169,18 @@ impl Runs {
         self.report_running(job, child.id());
         let name = run_name(job.number);
         let output = spawn::forward_output(&mut child, &job.app, &name, Some(&name), &self.logs);
-        let ended = self.wait_or_stop(&mut child, &stop).await;
+        let ended = self.wait_or_stop(&mut child, &stop, confinement).await;
         let _ = tokio::time::timeout(OUTPUT_DRAIN, output).await;
         ended
     }
 
     /// Waits for the process to end, or stops it when `stop` fires.
-    async fn wait_or_stop(&self, child: &mut Child, stop: &CancellationToken) -> Ended {
+    async fn wait_or_stop(
+        &self,
+        child: &mut Child,
+        stop: &CancellationToken,
+        confinement: &mut Option<Confinement>,
+    ) -> Ended {
         let pid = child.id();
         tokio::select! {
             status = child.wait() => {
@@ -163,7 +188,7 @@ impl Runs {
                     // What the process left behind goes with it.
                     spawn::signal_group(pid, Signal::SIGKILL);
                 }
-                exited(status)
+                exited(status, confinement)
             }
             () = stop.cancelled() => {
                 spawn::stop_group(child, self.config.stop_grace).await;
@@ -177,6 +202,7 @@ impl Runs {
         job: &RunJob,
         spec: &ProcessSpec<'_>,
         stop: CancellationToken,
+        confinement: &mut Option<Confinement>,
     ) -> Ended {
         let socket =
             retry_transient(5, || self.client.run_process_socket(&job.app, job.number)).await;
@@ -213,6 +239,7 @@ impl Runs {
         let spec = ProcessSpec {
             env: &env,
             home: spec.home.clone(),
+            cgroup: spec.cgroup.clone(),
             ..*spec
         };
         let started = if job.tty {
@@ -262,6 +289,7 @@ impl Runs {
             &mut socket,
             &stop,
             self.config.stop_grace,
+            confinement,
         )
         .await;
         let exit = Control::Exit {
@@ -390,6 +418,7 @@ async fn pump(
     socket: &mut Socket,
     stop: &CancellationToken,
     grace: Duration,
+    confinement: &mut Option<Confinement>,
 ) -> Ended {
     let pid = child.id();
     let input = input_task(input);
@@ -397,7 +426,7 @@ async fn pump(
     let mut caller_gone = false;
     let ended = loop {
         tokio::select! {
-            status = child.wait() => break exited(status),
+            status = child.wait() => break exited(status, confinement),
             Some((channel, data)) = output.recv() => {
                 if !caller_gone && socket.send(Message::Binary(frame(channel, &data).into())).await.is_err() {
                     caller_gone = true;
@@ -421,7 +450,7 @@ async fn pump(
                         spawn::signal_group(pid, Signal::SIGHUP);
                     }
                     let ended = match tokio::time::timeout(grace, child.wait()).await {
-                        Ok(status) => exited(status),
+                        Ok(status) => exited(status, confinement),
                         Err(_) => {
                             spawn::stop_group(child, grace).await;
                             Ended { exit_code: None, outcome: "was stopped: its caller went away".into() }
@@ -491,12 +520,18 @@ async fn wait_for_start(socket: &mut Socket) -> Option<(u16, u16, Option<String>
     None
 }
 
-fn exited(status: std::io::Result<std::process::ExitStatus>) -> Ended {
+fn exited(
+    status: std::io::Result<std::process::ExitStatus>,
+    confinement: &mut Option<Confinement>,
+) -> Ended {
     use std::os::unix::process::ExitStatusExt;
     match status {
         Ok(s) => Ended {
             exit_code: s.code().or_else(|| s.signal().map(|sig| 128 + sig)),
-            outcome: spawn::describe_exit(s),
+            outcome: match confinement {
+                Some(c) => c.describe_exit(s),
+                None => spawn::describe_exit(s),
+            },
         },
         Err(e) => Ended {
             exit_code: None,

@@ -28,6 +28,8 @@ pub struct ProcessSpec<'a> {
     pub port: Option<u16>,
     /// The app's home directory on this node.
     pub home: PathBuf,
+    /// The cgroup the process enters before it runs (see [`crate::cgroup`]).
+    pub cgroup: Option<crate::cgroup::Joiner>,
 }
 
 /// The PATH app processes get beyond their virtualenv: system directories
@@ -59,6 +61,13 @@ fn spawn_with_stdin(spec: &ProcessSpec<'_>, stdin: Stdio) -> std::io::Result<Chi
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
+    if let Some(joiner) = spec.cgroup.clone() {
+        // SAFETY: `Joiner::join` only calls open, write and close, which are
+        // async-signal-safe, on paths allocated before the fork.
+        unsafe {
+            cmd.pre_exec(move || joiner.join());
+        }
+    }
     cmd.spawn()
 }
 
@@ -75,15 +84,19 @@ pub fn spawn_in_terminal(
     let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
     pty.resize(pty_process::Size::new(rows, cols))
         .map_err(std::io::Error::other)?;
-    let child = pty_process::Command::new(shell())
+    let mut cmd = pty_process::Command::new(shell())
         .arg("-c")
         .arg(spec.command)
         .current_dir(spec.dir)
         .env_clear()
         .envs(environment(spec))
-        .kill_on_drop(false)
-        .spawn(pts)
-        .map_err(std::io::Error::other)?;
+        .kill_on_drop(false);
+    if let Some(joiner) = spec.cgroup.clone() {
+        // SAFETY: as in `spawn_with_stdin`. pty-process runs this hook after
+        // its own (session and controlling terminal).
+        cmd = unsafe { cmd.pre_exec(move || joiner.join()) };
+    }
+    let child = cmd.spawn(pts).map_err(std::io::Error::other)?;
     Ok((child, pty))
 }
 

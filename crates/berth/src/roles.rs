@@ -67,6 +67,11 @@ pub struct AgentTuning {
     /// no longer sends it requests (e.g. 10s).
     #[arg(long, env = "BERTH_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: std::time::Duration,
+    /// The cgroup under which each app process gets its own (memory, CPU
+    /// and process limits, OOM reports) [default: berth/NODE-HASH of the
+    /// data dir]; `none` runs app processes without cgroups.
+    #[arg(long, env = "BERTH_CGROUP_PARENT")]
+    pub cgroup_parent: Option<String>,
 }
 
 /// `berth server`.
@@ -236,6 +241,11 @@ fn agent_config(node: String, data_dir: &Path, t: &AgentTuning) -> berth_agent::
     c.uv_cache_dir = t.uv_cache_dir.clone();
     c.stop_grace = std::time::Duration::from_secs(t.stop_grace);
     c.drain_timeout = t.drain_timeout;
+    c.cgroup_parent = match t.cgroup_parent.as_deref() {
+        Some("none") => None,
+        Some(parent) => Some(parent.to_string()),
+        None => Some(berth_agent::default_cgroup_parent(&c.node, data_dir)),
+    };
     c
 }
 

@@ -73,7 +73,7 @@ pub async fn apps(client: &Client, cmd: AppsCommand) -> anyhow::Result<()> {
 
 /// `crashed (restarts: 7, next in 40s)`, `up`, …
 fn state_text(i: &Instance) -> String {
-    match i.state {
+    let state = match i.state {
         InstanceState::Crashed => {
             let next = i
                 .next_restart_at
@@ -87,6 +87,11 @@ fn state_text(i: &Instance) -> String {
             format!("crashed (restarts: {}{next})", i.restarts)
         }
         s => s.as_str().to_string(),
+    };
+    if i.oom_kills > 0 {
+        format!("{state} (out-of-memory kills: {})", i.oom_kills)
+    } else {
+        state
     }
 }
 

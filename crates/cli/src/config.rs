@@ -9,7 +9,7 @@ use berth_model::{ConfigAnswer, ConfigChange, HealthCheck, RolloutPolicy};
 
 use crate::output::{json, table};
 use crate::rollout::{follow_release, follow_restart};
-use crate::VarsCommand;
+use crate::{LimitsCommand, VarsCommand};
 
 /// Parses `NAME=VALUE` pairs (the value may contain `=`).
 fn parse_pairs(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -195,5 +195,48 @@ pub async fn policy(
             format!("{} (and clock, beat)", p.no_overlap.join(", "))
         }
     );
+    Ok(())
+}
+
+/// `berth limits [set TYPE memory=… cpu=… pids=… | unset TYPE]`.
+pub async fn limits(
+    client: &Client,
+    app: &str,
+    change: Option<LimitsCommand>,
+) -> anyhow::Result<()> {
+    let mut settings = client.app(app).await?.settings;
+    match change {
+        None => {}
+        Some(LimitsCommand::Set {
+            process_type,
+            settings: pairs,
+            ..
+        }) => {
+            let limits = settings.limits.entry(process_type.clone()).or_default();
+            for pair in &pairs {
+                limits.apply(pair).map_err(anyhow::Error::msg)?;
+            }
+            if limits.is_unlimited() {
+                settings.limits.remove(&process_type);
+            }
+            client.set_settings(app, &settings).await?;
+            println!("Limits of {process_type} set; running instances follow at once");
+        }
+        Some(LimitsCommand::Unset { process_type, .. }) => {
+            if settings.limits.remove(&process_type).is_none() {
+                anyhow::bail!("{process_type} of {app} has no limits to remove");
+            }
+            client.set_settings(app, &settings).await?;
+            println!("Limits of {process_type} removed");
+        }
+    }
+    if settings.limits.is_empty() {
+        println!(
+            "{app} runs without resource limits; set some with `berth limits set web memory=512MB --app {app}`"
+        );
+    }
+    for (process_type, l) in &settings.limits {
+        println!("{process_type}: {}", l.text());
+    }
     Ok(())
 }

@@ -152,6 +152,16 @@ pub enum Command {
         #[arg(long, value_delimiter = ',')]
         overlap: Vec<String>,
     },
+    /// Show or set memory, CPU and process limits per process type (`run`
+    /// for one-off processes), enforced with cgroups.
+    #[command(subcommand_negates_reqs = true)]
+    Limits {
+        #[command(subcommand)]
+        change: Option<LimitsCommand>,
+        /// The app's name.
+        #[arg(short, long, env = "BERTH_APP_NAME", required = true)]
+        app: Option<String>,
+    },
     /// Run a one-off process of the live release, with the app's config:
     /// attached to this terminal (a PTY when it is one), or detached with
     /// its output in the app's log. Exits with the process's status.
@@ -205,6 +215,26 @@ pub enum VarsCommand {
     Unset {
         #[arg(required = true)]
         names: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LimitsCommand {
+    /// Set limits of a process type: memory=512MB, cpu=0.5 (cores) or
+    /// cpu=500m, pids=200; `memory=none` lifts one.
+    Set {
+        /// web, worker, …, or run (one-off processes).
+        process_type: String,
+        #[arg(required = true, value_name = "LIMIT=VALUE")]
+        settings: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Remove every limit of a process type.
+    Unset {
+        process_type: String,
         #[command(flatten)]
         app: AppArg,
     },
@@ -354,6 +384,15 @@ pub async fn run(command: Command, settings: settings::Settings) -> anyhow::Resu
         } => config::policy(&client, &app.app, surge, unavailable, no_overlap, overlap).await,
         Command::Events { app, follow, json } => {
             commands::events(&client, &app.app, follow, json).await
+        }
+        Command::Limits { change, app } => {
+            let app = match &change {
+                Some(LimitsCommand::Set { app, .. } | LimitsCommand::Unset { app, .. }) => {
+                    app.app.clone()
+                }
+                None => app.unwrap_or_default(),
+            };
+            config::limits(&client, &app, change).await
         }
         Command::Run {
             app,

@@ -64,7 +64,16 @@ pub async fn run(
     drop(raw);
     match ended? {
         Ended::Exit { code: Some(0), .. } => Ok(()),
-        Ended::Exit { code: Some(code), .. } => Err(ExitWith(code.clamp(1, 255) as u8).into()),
+        Ended::Exit {
+            code: Some(code),
+            outcome,
+        } => {
+            // A status says nothing of a kill (an OOM kill least of all).
+            if outcome.starts_with("killed") {
+                eprintln!("{name} {outcome}");
+            }
+            Err(ExitWith(code.clamp(1, 255) as u8).into())
+        }
         Ended::Exit { code: None, outcome } => anyhow::bail!("{name} {outcome}"),
         Ended::Error(message) => anyhow::bail!("{message}"),
         Ended::Lost => anyhow::bail!(

@@ -259,6 +259,10 @@ pub struct Instance {
     /// `failing (2 of 3)`).
     #[serde(default)]
     pub health: Option<String>,
+    /// Processes of the instance killed for running out of memory since it
+    /// started (a pre-fork server's master survives its workers' deaths).
+    #[serde(default)]
+    pub oom_kills: u32,
 }
 
 impl Instance {
@@ -318,6 +322,7 @@ pub enum EventKind {
     Restarted,
     RunStarted,
     RunExited,
+    OutOfMemory,
 }
 
 impl EventKind {
@@ -337,6 +342,7 @@ impl EventKind {
             Self::Restarted => "restarted",
             Self::RunStarted => "run_started",
             Self::RunExited => "run_exited",
+            Self::OutOfMemory => "out_of_memory",
         }
     }
 
@@ -356,6 +362,7 @@ impl EventKind {
             "restarted" => Self::Restarted,
             "run_started" => Self::RunStarted,
             "run_exited" => Self::RunExited,
+            "out_of_memory" => Self::OutOfMemory,
             _ => return None,
         })
     }

@@ -9,12 +9,14 @@
 //! - [`names`]: validation of app names, process types, env var names, domains.
 //! - [`procfile`]: parsing `Procfile`s, with errors that name the line.
 //! - [`api`]: apps, builds, releases, instances, logs — the resources of `/v1`.
+//! - [`limits`]: memory, CPU and process limits per process type.
 //! - [`rollout`]: rollout policy, health checks, a rollout in progress.
 //! - [`run`]: one-off processes and the protocol of attaching to them.
 //! - [`state`]: what the control plane wants (desired state for a node, the
 //!   route table for routers) and what agents report back.
 
 pub mod api;
+pub mod limits;
 pub mod names;
 pub mod procfile;
 pub mod rollout;
@@ -22,6 +24,7 @@ pub mod run;
 pub mod state;
 
 pub use api::*;
+pub use limits::ResourceLimits;
 pub use rollout::*;
 pub use run::{NewRun, Run, RunJob, RunReport, RunState};
 pub use state::*;

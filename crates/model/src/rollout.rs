@@ -120,6 +120,9 @@ pub struct AppSettings {
     pub rollout: RolloutPolicy,
     #[serde(default)]
     pub healthcheck: Option<HealthCheck>,
+    /// Resource limits per process type (`run` for one-off processes).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, crate::ResourceLimits>,
 }
 
 /// A rollout in progress: instances of `release` (with the given restart

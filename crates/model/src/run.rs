@@ -120,6 +120,8 @@ pub struct RunJob {
     pub dir: String,
     pub attach: bool,
     pub tty: bool,
+    #[serde(default)]
+    pub limits: crate::ResourceLimits,
     /// `Pending` runs are to be started; a `Running` run the agent does not
     /// know was lost (its agent restarted) and is reported so.
     pub state: RunState,

@@ -57,6 +57,9 @@ pub struct DesiredInstance {
     /// frameworks checking it, like Django's ALLOWED_HOSTS, accept them).
     #[serde(default)]
     pub host: String,
+    /// Enforced with cgroups where the node has them.
+    #[serde(default)]
+    pub limits: crate::ResourceLimits,
 }
 
 impl DesiredInstance {
@@ -101,6 +104,7 @@ impl Instance {
             last_exit: None,
             next_restart_at: None,
             health: None,
+            oom_kills: 0,
         }
     }
 }

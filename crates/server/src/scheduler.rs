@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use berth_model::limits::RUN_TYPE;
 use berth_model::*;
 use berth_store::{AppRecord, BuildRecord, SealedSecret, Store, StoreError};
 
@@ -290,6 +291,12 @@ pub fn node_desired(s: &Snapshot, node: &str, apps_domain: &str) -> NodeDesired 
                 continue;
             }
             let web = slot.process_type == WEB;
+            let limits = app
+                .settings
+                .limits
+                .get(&slot.process_type)
+                .copied()
+                .unwrap_or_default();
             instances.push(DesiredInstance {
                 app: app.name.clone(),
                 release: slot.release,
@@ -301,6 +308,7 @@ pub fn node_desired(s: &Snapshot, node: &str, apps_domain: &str) -> NodeDesired 
                 dir: artifact.dir.clone(),
                 healthcheck: app.settings.healthcheck.clone().filter(|_| web),
                 host: app_host(&app.name, apps_domain),
+                limits,
             });
         }
     }
@@ -362,7 +370,14 @@ fn node_runs(s: &Snapshot, node: &str) -> Vec<RunJob> {
         .filter_map(|r| {
             let release = s.release(&r.app, r.release)?;
             let (_, artifact) = s.artifact_of(release)?;
+            let limits = s
+                .apps
+                .iter()
+                .find(|a| a.name == r.app)
+                .and_then(|a| a.settings.limits.get(RUN_TYPE).copied())
+                .unwrap_or_default();
             Some(RunJob {
+                limits,
                 app: r.app.clone(),
                 number: r.number,
                 release: r.release,

@@ -7,6 +7,7 @@ mod kit;
 mod config;
 mod deploy;
 mod errors;
+mod limits;
 mod router;
 mod runs;
 mod supervision;

@@ -78,8 +78,21 @@ pub async fn settings(
     Path(app): Path<String>,
     Json(settings): Json<AppSettings>,
 ) -> ApiResult<Json<App>> {
-    require_app(&ctx, &app).await?;
+    let rec = require_app(&ctx, &app).await?;
     settings.rollout.validate().map_err(ApiErr::bad_request)?;
+    for (process_type, limits) in &settings.limits {
+        if process_type != berth_model::limits::RUN_TYPE
+            && !rec.formation.contains_key(process_type)
+        {
+            return Err(ApiErr::bad_request(format!(
+                "{app} has no process type {process_type:?}; limits apply to: {}, and run (one-off processes)",
+                rec.formation.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        limits
+            .validate()
+            .map_err(|e| ApiErr::bad_request(format!("{process_type}: {e}")))?;
+    }
     if let Some(h) = &settings.healthcheck {
         h.validate().map_err(ApiErr::bad_request)?;
     }
