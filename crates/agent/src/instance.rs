@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::actual::Actual;
 use crate::confine::{group_name, Confinement};
 use crate::health::Checker;
+use crate::sockets;
 use crate::spawn::{self, ProcessSpec};
 use crate::AgentConfig;
 
@@ -486,10 +487,35 @@ impl Life {
         let version = self.publish();
         self.event(EventKind::InstanceDraining, "draining".into());
         let timeout = self.config.drain_timeout;
+        let started = tokio::time::Instant::now();
         let confirmed = tokio::select! {
             r = tokio::time::timeout(timeout, routers_confirm(&self.actual, &self.client, version)) => r.is_ok(),
             _ = until(&mut self.control, Control::Stop) => true,
         };
+        // No new request comes now, but those sent before may not have
+        // reached a worker yet: wait until every one has been read.
+        let port = self
+            .state
+            .addr
+            .as_deref()
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse::<u16>().ok());
+        if let (true, Some(port)) = (confirmed, port) {
+            let left = timeout.saturating_sub(started.elapsed());
+            let open = tokio::select! {
+                open = sockets::wait_unread(port, left) => open,
+                _ = until(&mut self.control, Control::Stop) => 0,
+            };
+            if open > 0 {
+                self.event(
+                    EventKind::InstanceDraining,
+                    format!(
+                        "{open} request(s) still unread after {}s; stopping anyway",
+                        timeout.as_secs()
+                    ),
+                );
+            }
+        }
         if !confirmed {
             self.event(
                 EventKind::InstanceDraining,

@@ -17,6 +17,8 @@
 //! - [`cgroup`]: per-instance cgroups (v1, v2, hybrid): limits, OOM
 //!   detection, killing a whole tree.
 //! - `confine`: one process start's group, its limits and OOM kills.
+//! - `sockets`: connections open to an instance's port, which a drain
+//!   waits out.
 //! - `jobs`: builds and release phases.
 //! - `runs`: one-off processes, detached or attached through the control
 //!   plane to their caller.
@@ -29,6 +31,7 @@ mod health;
 mod instance;
 mod jobs;
 mod runs;
+mod sockets;
 mod spawn;
 mod supervisor;
 

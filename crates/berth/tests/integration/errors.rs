@@ -108,6 +108,32 @@ fn unknown_apps_bad_names_and_bad_scales_are_refused() {
 }
 
 #[test]
+fn bad_rollbacks_and_config_names_are_refused_and_change_nothing() {
+    let (berth, _src) = serving_hello();
+    let releases = || berth.json(&["releases", "--app", "hello", "--json"]);
+    let before = releases();
+    let out = berth.fails(&["rollback", "v99", "--app", "hello"]);
+    assert!(out.contains("v99"), "{out}");
+    let out = berth.fails(&["rollback", "latest", "--app", "hello"]);
+    assert!(out.contains("v2"), "says what a version looks like: {out}");
+    let out = berth.fails(&["config", "set", "1BAD=x", "--app", "hello"]);
+    assert!(out.contains("1BAD"), "{out}");
+    let out = berth.fails(&["config", "set", "NO_VALUE", "--app", "hello"]);
+    assert!(out.contains("NAME=VALUE"), "{out}");
+    let out = berth.fails(&["secrets", "set", "bad-name=x", "--app", "hello"]);
+    assert!(out.contains("bad-name"), "{out}");
+    let out = berth.fails(&["config", "unset", "NEVER_SET", "--app", "hello"]);
+    assert!(out.contains("NEVER_SET"), "{out}");
+    assert_eq!(releases(), before, "no release was made");
+    let config = berth.ok(&["config", "--app", "hello", "--json"]);
+    assert!(
+        !config.contains("1BAD") && !config.contains("bad-name"),
+        "{config}"
+    );
+    assert_v1_serves(&berth);
+}
+
+#[test]
 fn the_api_refuses_requests_without_a_valid_token() {
     let berth = Berth::up();
     let config =

@@ -227,9 +227,12 @@ impl Berth {
     }
 }
 
-/// Requests sent without pause from several threads (each with its own
-/// keep-alive connection, as browsers and upstream proxies do), counting
-/// every answer that is not a 200.
+/// Requests sent without pause from several threads, counting every
+/// answer that is not right. Threads alternate `GET path` with
+/// `POST /echo` (a body the app must send back: a POST is never retried by
+/// the router, so it shows any request lost); even threads keep their
+/// connection alive as browsers and upstream proxies do, odd ones open a
+/// new connection per request.
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<std::thread::JoinHandle<(u64, Vec<String>)>>,
@@ -245,22 +248,50 @@ pub struct LoadReport {
 impl Load {
     pub fn start(berth: &Berth, host: &str, path: &str, threads: usize) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let url = format!("http://127.0.0.1:{}{path}", berth.router_port);
+        let base = format!("http://127.0.0.1:{}", berth.router_port);
         let threads = (0..threads)
-            .map(|_| {
-                let (stop, url, host) = (stop.clone(), url.clone(), host.to_string());
+            .map(|t| {
+                let (stop, host) = (stop.clone(), host.to_string());
+                let (get, echo) = (format!("{base}{path}"), format!("{base}/echo"));
                 std::thread::spawn(move || {
-                    let client = http_client();
+                    let client = if t % 2 == 0 {
+                        http_client()
+                    } else {
+                        fresh_connection_client()
+                    };
                     let (mut ok, mut failures) = (0, Vec::new());
+                    let mut n = 0u64;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        match client.get(&url).header("host", &host).send() {
-                            Ok(r) if r.status() == 200 => ok += 1,
+                        n += 1;
+                        let body = format!("thread {t} request {n}");
+                        let post = n % 2 == 0;
+                        let sent = if post {
+                            client.post(&echo).body(body.clone())
+                        } else {
+                            client.get(&get)
+                        }
+                        .header("host", &host)
+                        .send();
+                        match sent {
+                            Ok(r) if r.status() == 200 => {
+                                let text = r.text().unwrap_or_default();
+                                if post && text != body {
+                                    failures.push(format!(
+                                        "POST /echo answered {text:?}, not {body:?}"
+                                    ));
+                                } else {
+                                    ok += 1;
+                                }
+                            }
                             Ok(r) => failures.push(format!(
-                                "{}: {}",
+                                "{} {}: {}",
+                                if post { "POST" } else { "GET" },
                                 r.status(),
                                 r.text().unwrap_or_default().trim()
                             )),
-                            Err(e) => failures.push(e.to_string()),
+                            Err(e) => {
+                                failures.push(format!("{}: {e}", if post { "POST" } else { "GET" }))
+                            }
                         }
                     }
                     (ok, failures)
@@ -283,6 +314,16 @@ impl Load {
         }
         report
     }
+}
+
+/// A client that opens a new connection for every request.
+fn fresh_connection_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(0)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 fn http_client() -> reqwest::blocking::Client {

@@ -87,6 +87,28 @@ fn validate(change: &ConfigChange) -> ApiResult<()> {
     Ok(())
 }
 
+/// Unsetting what is not set would make a release that changes nothing:
+/// refused, naming the vars, so a typo does not go unnoticed.
+fn require_set(
+    unset: &[String],
+    present: impl Fn(&str) -> bool,
+    kind: &str,
+    app: &str,
+) -> ApiResult<()> {
+    let missing: Vec<&str> = unset
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !present(n))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ApiErr::bad_request(format!(
+        "{} not set on {app}, so there is nothing to unset; `berth config --app {app}` lists its {kind}",
+        missing.join(", ")
+    )))
+}
+
 /// What the release list shows for a change: names only, never values.
 fn describe(kind: &str, change: &ConfigChange) -> String {
     let mut parts = Vec::new();
@@ -107,8 +129,14 @@ pub async fn change_config(
     Path(app): Path<String>,
     Json(change): Json<ConfigChange>,
 ) -> ApiResult<Json<ConfigAnswer>> {
-    require_app(&ctx, &app).await?;
+    let rec = require_app(&ctx, &app).await?;
     validate(&change)?;
+    require_set(
+        &change.unset,
+        |n| rec.config.contains_key(n),
+        "config vars",
+        &app,
+    )?;
     let edit = ConfigEdit {
         set: change.set.clone(),
         unset: change.unset.clone(),
@@ -122,8 +150,14 @@ pub async fn change_secrets(
     Path(app): Path<String>,
     Json(change): Json<ConfigChange>,
 ) -> ApiResult<Json<ConfigAnswer>> {
-    require_app(&ctx, &app).await?;
+    let rec = require_app(&ctx, &app).await?;
     validate(&change)?;
+    require_set(
+        &change.unset,
+        |n| rec.secrets.contains_key(n),
+        "secrets",
+        &app,
+    )?;
     let key = require_key(&ctx)?;
     let mut sealed = BTreeMap::new();
     for (name, value) in &change.set {
