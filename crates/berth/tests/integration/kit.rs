@@ -254,7 +254,7 @@ impl Load {
                 let (stop, host) = (stop.clone(), host.to_string());
                 let (get, echo) = (format!("{base}{path}"), format!("{base}/echo"));
                 std::thread::spawn(move || {
-                    let client = if t % 2 == 0 {
+                    let client = if t.is_multiple_of(2) {
                         http_client()
                     } else {
                         fresh_connection_client()
@@ -264,7 +264,7 @@ impl Load {
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         n += 1;
                         let body = format!("thread {t} request {n}");
-                        let post = n % 2 == 0;
+                        let post = n.is_multiple_of(2);
                         let sent = if post {
                             client.post(&echo).body(body.clone())
                         } else {
