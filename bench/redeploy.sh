@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Measures a code-only redeploy with a warm cache: from `berth deploy` to the
-# new version answering through the router, against a reference run in the
-# same go — the same app deployed by hand (fresh uv venv from the same warm
-# cache, gunicorn started, polled until it answers) — with hyperfine.
+# Measures, with hyperfine, against references run in the same go:
+# 1. a code-only redeploy with a warm cache: from `berth deploy` to the new
+#    version answering through the router; reference: the same app deployed
+#    by hand (fresh uv venv from the same warm cache, gunicorn started,
+#    polled until it answers);
+# 2. a rollback: from `berth rollback` to the other version answering;
+#    reference: starting gunicorn by hand on the built app and polling it
+#    (the least any switch of version costs).
 #
 #   bench/redeploy.sh [--runs N]
 #
@@ -18,7 +22,7 @@ BERTH="$PWD/target/release/berth"
 W=$(mktemp -d /tmp/berth-bench.XXXXXX)
 export HOME="$W/home" BERTH_UV_CACHE_DIR="$W/uv-cache"
 mkdir -p "$HOME"
-cleanup() { kill "$(cat "$W/up.pid" 2>/dev/null)" 2>/dev/null || true; sleep 1; rm -rf "$W"; }
+cleanup() { kill "$(cat "$W/up.pid" 2>/dev/null)" 2>/dev/null || true; sleep 2; rm -rf "$W"; }
 trap cleanup EXIT
 
 "$BERTH" up --data-dir "$W/data" --api-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 >"$W/up.log" 2>&1 &
@@ -63,4 +67,43 @@ import json, sys
 r = json.load(open(sys.argv[1]))["results"]
 b, m = r[0]["mean"], r[1]["mean"]
 print(f"berth redeploy: {b:.2f}s mean; reference: {m:.2f}s; ratio berth/reference: {b/m:.2f}")
+PY
+
+# Rollback: two releases serving different markers; each run rolls back to
+# the one not live and waits for its marker.
+sed -i "s/Hello from Berth![^(]*/Hello from Berth! marker-a /" "$W/src/app.py"
+"$BERTH" deploy "$W/src" --app bench >/dev/null
+A=$("$BERTH" releases --app bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["version"])')
+sed -i "s/Hello from Berth![^(]*/Hello from Berth! marker-b /" "$W/src/app.py"
+"$BERTH" deploy "$W/src" --app bench >/dev/null
+B=$((A + 1))
+cat >"$W/rollback-run.sh" <<SH
+#!/usr/bin/env bash
+set -e
+if curl -sf -H 'Host: bench.localhost' http://127.0.0.1:$PORT/ | grep -q marker-a; then
+  "$BERTH" rollback v$B --app bench >/dev/null; want=marker-b
+else
+  "$BERTH" rollback v$A --app bench >/dev/null; want=marker-a
+fi
+until curl -sf -H 'Host: bench.localhost' http://127.0.0.1:$PORT/ | grep -q "\$want"; do sleep 0.02; done
+SH
+cat >"$W/start-run.sh" <<SH
+#!/usr/bin/env bash
+set -e
+cd "$W/manual"
+p=\$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+.venv/bin/gunicorn app:app --bind 127.0.0.1:\$p --workers 2 >/dev/null 2>&1 &
+g=\$!
+until curl -sf http://127.0.0.1:\$p/ >/dev/null; do sleep 0.02; done
+kill \$g; wait \$g 2>/dev/null || true
+SH
+chmod +x "$W/rollback-run.sh" "$W/start-run.sh"
+hyperfine --warmup 1 --runs "$RUNS" --export-json "$W/rollback.json" \
+  -n "berth rollback" "$W/rollback-run.sh" \
+  -n "reference: gunicorn started by hand" "$W/start-run.sh"
+python3 - "$W/rollback.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"]
+b, m = r[0]["mean"], r[1]["mean"]
+print(f"berth rollback: {b:.2f}s mean; reference: {m:.2f}s; ratio berth/reference: {b/m:.2f}")
 PY

@@ -8,7 +8,7 @@ const HOST: &str = "hello.localhost";
 
 #[test]
 fn secrets_reach_the_app_but_never_the_database_or_the_screen() {
-    let berth = Berth::up();
+    let mut berth = Berth::up();
     berth.create_and_deploy("hello", &example("flask-hello"));
     let secret = "s3cret-value-4242";
     let out = berth.ok(&[
@@ -48,6 +48,18 @@ fn secrets_reach_the_app_but_never_the_database_or_the_screen() {
     assert!(out.contains("2BAD"), "{out}");
     let out = berth.fails(&["config", "set", "PORT=1", "--app", "hello"]);
     assert!(out.contains("PORT"), "{out}");
+
+    // A restart of `berth up` opens the secrets again with the key file.
+    berth.restart();
+    let answer = wait_for(
+        "the app to serve after a restart",
+        Duration::from_secs(60),
+        || {
+            let a = berth.get(HOST, "/env/API_KEY");
+            (a.status == 200).then_some(a)
+        },
+    );
+    assert_eq!(answer.body, secret);
 }
 
 #[test]

@@ -57,6 +57,56 @@ pub struct Berth {
     pub dir: TempDir,
     pub router_port: u16,
     child: Child,
+    extra: Vec<String>,
+}
+
+/// Starts `berth up` in `dir` (log appended to `up.log`); returns it and
+/// its router's port.
+fn start_up(dir: &Path, extra: &[String]) -> (Child, u16) {
+    let log_path = dir.join("up.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .unwrap();
+    let skip = std::fs::read_to_string(&log_path)
+        .map(|t| t.len())
+        .unwrap_or(0);
+    let child = Command::new(BERTH)
+        .arg("up")
+        .args(["--data-dir", dir.join("data").to_str().unwrap()])
+        .args([
+            "--api-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--stop-grace", "5"])
+        .args(extra)
+        .env("HOME", dir.join("home"))
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("BERTH_URL")
+        .env_remove("BERTH_TOKEN")
+        .env("BERTH_UV_CACHE_DIR", uv_cache())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("cannot start berth up");
+    let port = wait_for("berth up to start", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log_path).ok()?;
+        let line = text
+            .get(skip..)?
+            .lines()
+            .find(|l| l.trim_start().starts_with("apps:"))?;
+        let port = line
+            .split("localhost:")
+            .nth(1)?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?;
+        port.parse().ok()
+    });
+    (child, port)
 }
 
 /// An HTTP answer.
@@ -80,45 +130,23 @@ impl Berth {
             .tempdir()
             .unwrap();
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
-        let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
-        let child = Command::new(BERTH)
-            .arg("up")
-            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
-            .args([
-                "--api-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--stop-grace", "5"])
-            .args(extra)
-            .env("HOME", dir.path().join("home"))
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("XDG_DATA_HOME")
-            .env_remove("BERTH_URL")
-            .env_remove("BERTH_TOKEN")
-            .env("BERTH_UV_CACHE_DIR", uv_cache())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("cannot start berth up");
-        let mut berth = Self {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, router_port) = start_up(dir.path(), &extra);
+        Self {
             dir,
-            router_port: 0,
+            router_port,
             child,
-        };
-        let log_path = berth.dir.path().join("up.log");
-        berth.router_port = wait_for("berth up to start", Duration::from_secs(30), || {
-            let text = std::fs::read_to_string(&log_path).ok()?;
-            let line = text.lines().find(|l| l.trim_start().starts_with("apps:"))?;
-            let port = line
-                .split("localhost:")
-                .nth(1)?
-                .split(|c: char| !c.is_ascii_digit())
-                .next()?;
-            port.parse().ok()
-        });
-        berth
+            extra,
+        }
+    }
+
+    /// Stops `berth up` (its app processes with it) and starts it again on
+    /// the same data dir, as after a reboot.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, router_port) = start_up(self.dir.path(), &self.extra);
+        self.child = child;
+        self.router_port = router_port;
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -336,6 +364,12 @@ fn http_client() -> reqwest::blocking::Client {
 
 impl Drop for Berth {
     fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Berth {
+    fn stop(&mut self) {
         // SIGTERM: berth stops its app processes before it exits.
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
