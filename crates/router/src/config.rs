@@ -5,6 +5,7 @@
 //! (body size, request rate) travel with the routes ([`crate::AppLimits`]);
 //! the values here are their defaults.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::trusted::TrustedProxies;
@@ -56,8 +57,14 @@ pub struct RouterConfig {
     pub upstream_timeout: Duration,
     /// How long an idle pooled connection to a backend is kept.
     pub pool_idle_timeout: Duration,
-    /// Idle pooled connections kept per backend.
+    /// Idle connections kept per backend (per worker thread). HTTP/1.1
+    /// carries one request at a time, so a backend needs as many
+    /// connections as it has requests in flight at peaks; fewer idle ones
+    /// mean a new TCP connection for each request beyond them.
     pub pool_max_idle_per_backend: usize,
+    /// Where to serve the stats page and `/metrics` ([`crate::stats`]); off
+    /// when `None`. Keep it on an address only operators reach.
+    pub stats_listen: Option<SocketAddr>,
 }
 
 impl Default for RouterConfig {
@@ -76,7 +83,8 @@ impl Default for RouterConfig {
             connect_timeout: Duration::from_secs(3),
             upstream_timeout: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(60),
-            pool_max_idle_per_backend: 64,
+            pool_max_idle_per_backend: 1024,
+            stats_listen: None,
         }
     }
 }

@@ -77,6 +77,31 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
+/// What the backend sees of a request's headers: hop-by-hop headers and
+/// the client's framing out, `Host` as the client asked, `X-Forwarded-*`
+/// and the request id in.
+pub fn rewrite_request(
+    headers: &mut HeaderMap,
+    host: Option<HeaderValue>,
+    peer: IpAddr,
+    trusted_peer: bool,
+    request_id: &HeaderValue,
+) {
+    strip_hop_by_hop(headers);
+    // Framing is the router's to choose, never the client's: the backend
+    // gets a length from the body hyper decoded (or chunked when unknown),
+    // so no stray `Content-Length` can disagree with what is sent.
+    headers.remove(header::CONTENT_LENGTH);
+    // The router already answered the expectation to the client (hyper sends
+    // `100 Continue` when the body is first read) and sends the body without
+    // waiting, so passing it on would only make the backend send a stray 100.
+    headers.remove(header::EXPECT);
+    if let Some(h) = &host {
+        headers.insert(header::HOST, h.clone());
+    }
+    set_forwarded(headers, peer, trusted_peer, host.as_ref(), request_id);
+}
+
 /// Sets the headers an app reads to learn about the original request.
 ///
 /// From an untrusted peer (`trusted` false) `X-Forwarded-For`, `-Proto` and

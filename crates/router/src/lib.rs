@@ -33,6 +33,8 @@
 //! - `request_body` — the client's body, cut past `max_body` or a stall.
 //! - `static_files` — files from disk with ETag and conditional requests.
 //! - `access_log` — the Heroku-style line.
+//! - [`stats`] — per-app and per-instance counters, served as Prometheus
+//!   text and an HTML page on a separate listener.
 //! - [`body`] — the response body type and the tracking wrappers.
 //! - [`error`] — [`ProxyError`], its source and whether retry is safe.
 //! - [`config`] — [`RouterConfig`].
@@ -56,9 +58,39 @@ mod request_body;
 pub mod server;
 pub mod standalone;
 mod static_files;
+pub mod stats;
 pub mod table;
 pub mod trusted;
 mod upstream;
+
+/// Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`): the
+/// router's own parsing and rewriting, without a server around it.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    use std::net::Ipv4Addr;
+
+    use http::HeaderMap;
+
+    /// How a Host header is looked up in the route table.
+    pub fn normalize_host(raw: &str) -> String {
+        crate::table::normalize_host(raw)
+    }
+
+    /// The request headers as a backend would get them, from a peer that is
+    /// a trusted proxy or not.
+    pub fn rewrite_request_headers(headers: &mut HeaderMap, trusted_peer: bool) {
+        let host = headers.get(http::header::HOST).cloned();
+        let id = crate::headers::request_id(headers);
+        let _ = crate::headers::framing_ok(headers);
+        crate::headers::rewrite_request(
+            headers,
+            host,
+            Ipv4Addr::LOCALHOST.into(),
+            trusted_peer,
+            &id,
+        );
+    }
+}
 
 pub use config::RouterConfig;
 pub use control_plane::{follow_control_plane, follow_control_plane_as};

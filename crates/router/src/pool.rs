@@ -67,7 +67,37 @@ pub(crate) struct BackendConn {
 
 thread_local! {
     /// Idle connections by backend address, most recently used last.
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<BackendConn>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<Idle> = RefCell::new(Idle::default());
+}
+
+#[derive(Default)]
+struct Idle {
+    by_backend: HashMap<SocketAddr, Vec<BackendConn>>,
+    swept: Option<Instant>,
+}
+
+/// How often a thread's whole pool is checked for connections that timed
+/// out or that their backend closed (which would otherwise hold a file
+/// descriptor in CLOSE_WAIT until that backend is next used).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+impl Idle {
+    fn sweep(&mut self, now: Instant, idle_timeout: Duration) {
+        if self
+            .swept
+            .is_some_and(|t| now.duration_since(t) < SWEEP_EVERY)
+        {
+            return;
+        }
+        self.swept = Some(now);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.by_backend.retain(|_, list| {
+            list.retain_mut(|c| {
+                now.duration_since(c.idle_since) <= idle_timeout && c.alive(&mut cx)
+            });
+            !list.is_empty()
+        });
+    }
 }
 
 /// An idle connection to `addr` that is still open, or a new one.
@@ -107,8 +137,9 @@ pub(crate) async fn checkout(
 fn take_idle(addr: SocketAddr, idle_timeout: Duration) -> Option<BackendConn> {
     IDLE.try_with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
         let now = Instant::now();
+        idle.sweep(now, idle_timeout);
+        let list = idle.by_backend.get_mut(&addr)?;
         let stale = list
             .iter()
             .take_while(|c| now.duration_since(c.idle_since) > idle_timeout)
@@ -140,7 +171,7 @@ impl BackendConn {
         // pool gone, and the connection simply closes.
         let _ = IDLE.try_with(|idle| {
             let mut idle = idle.borrow_mut();
-            let list = idle.entry(self.key).or_default();
+            let list = idle.by_backend.entry(self.key).or_default();
             if list.len() < max_idle {
                 list.push(self);
             }

@@ -19,6 +19,7 @@
 //! phases here.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -64,6 +65,9 @@ struct Ctx {
     entry: Option<Entry>,
     /// Holds the chosen backend's load until the response body ends.
     load: Option<LoadGuard>,
+    /// The app, once routed: its counters settle when the response ends.
+    app: Option<Arc<App>>,
+    started: Instant,
 }
 
 /// Answers one request. Never fails: every error becomes a page.
@@ -87,9 +91,12 @@ pub(crate) async fn handle(
         request_id: headers::request_id(req.headers()),
         entry: None,
         load: None,
+        app: None,
+        started,
     };
     let result = match route(&shared.routes, &req) {
         Ok((app, host)) => {
+            ctx.app = Some(Arc::clone(&app));
             if shared.access_log.is_some() {
                 ctx.entry = Some(log_entry(&app, host, &req, &ctx, started));
             }
@@ -300,6 +307,13 @@ async fn attempt(
         }
     }
     observe(app, backend, sent.as_ref().err().map(|f| &f.error));
+    backend.stats.requests.fetch_add(1, Ordering::Relaxed);
+    if sent
+        .as_ref()
+        .is_err_and(|f| f.error.source_kind() != ErrorSource::Client)
+    {
+        backend.stats.failures.fetch_add(1, Ordering::Relaxed);
+    }
     let mut resp = sent?;
     ctx.load = Some(load);
     headers::strip_hop_by_hop(resp.headers_mut());
@@ -357,23 +371,11 @@ fn rewrite_request(parts: &mut Parts, ctx: &Ctx) {
     // The client's Host goes to the app unchanged (apps build URLs from it);
     // an absolute-form request without one gets the authority it named.
     let host = host_of_parts(parts);
-    headers::strip_hop_by_hop(&mut parts.headers);
-    // Framing is the router's to choose, never the client's: the backend
-    // gets a length from the body hyper decoded (or chunked when unknown),
-    // so no stray `Content-Length` can disagree with what is sent.
-    parts.headers.remove(header::CONTENT_LENGTH);
-    // The router already answered the expectation to the client (hyper sends
-    // `100 Continue` when the body is first read) and sends the body without
-    // waiting, so passing it on would only make the backend send a stray 100.
-    parts.headers.remove(header::EXPECT);
-    if let Some(h) = &host {
-        parts.headers.insert(header::HOST, h.clone());
-    }
-    headers::set_forwarded(
+    headers::rewrite_request(
         &mut parts.headers,
+        host,
         ctx.peer.ip(),
         ctx.trusted_peer,
-        host.as_ref(),
         &ctx.request_id,
     );
 }
@@ -424,12 +426,19 @@ fn resend_body(
 /// counter and the access log to settle when its body ends.
 fn finish(mut resp: Response<Body>, ctx: Ctx, access_log: Option<LogShipper>) -> Response<Body> {
     resp.headers_mut().insert(X_REQUEST_ID, ctx.request_id);
-    let Ctx { entry, load, .. } = ctx;
+    let Ctx {
+        entry,
+        load,
+        app,
+        started,
+        ..
+    } = ctx;
+    let status = resp.status();
     let entry = entry.map(|mut e| {
-        e.status = resp.status();
+        e.status = status;
         e
     });
-    if entry.is_none() && load.is_none() {
+    if entry.is_none() && load.is_none() && app.is_none() {
         return resp;
     }
     resp.map(|body| {
@@ -437,6 +446,9 @@ fn finish(mut resp: Response<Body>, ctx: Ctx, access_log: Option<LogShipper>) ->
             body,
             Box::new(move |bytes| {
                 drop(load);
+                if let Some(app) = app {
+                    app.stats.record(status, started.elapsed());
+                }
                 if let (Some(entry), Some(log)) = (entry, access_log) {
                     entry.send(&log, bytes);
                 }

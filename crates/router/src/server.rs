@@ -43,6 +43,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     tracing::info!("router listening on http://{}", listener.local_addr()?);
+    let (drain_tx, drain_rx) = watch::channel(false);
+    if let Some(addr) = config.stats_listen {
+        let stats = TcpListener::bind(addr).await.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen for router stats on {addr}: {e}"),
+            )
+        })?;
+        let mut drain = drain_rx.clone();
+        tokio::spawn(crate::stats::serve(stats, routes.clone(), async move {
+            let _ = drain.changed().await;
+        }));
+    }
     let drain_timeout = config.drain_timeout;
     let limits = ConnLimits::new(
         config.max_connections,
@@ -56,7 +69,6 @@ pub async fn run(
         config,
         access_log,
     });
-    let (drain_tx, drain_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
 

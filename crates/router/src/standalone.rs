@@ -12,6 +12,7 @@
 //! body_read_timeout = "30s"     # 408 for a body that stalls this long
 //! max_body = "100MB"            # default for apps without their own
 //! trusted_proxies = ["10.0.0.0/8"]  # whose X-Forwarded-* are believed
+//! stats_listen = "127.0.0.1:8404"   # stats page and /metrics; off if absent
 //! [[apps]]
 //! name = "bench"
 //! hosts = ["bench.localhost"]
@@ -73,6 +74,7 @@ pub struct Settings {
     pub body_read_timeout: Option<Duration>,
     pub max_body: Option<u64>,
     pub trusted_proxies: Vec<Net>,
+    pub stats_listen: Option<SocketAddr>,
 }
 
 /// One app of a standalone configuration.
@@ -122,6 +124,7 @@ struct RawConfig {
     max_body: Option<Spanned<Size>>,
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
+    stats_listen: Option<Spanned<String>>,
     #[serde(default)]
     apps: Vec<Spanned<RawApp>>,
 }
@@ -149,21 +152,28 @@ pub fn load(path: &Path) -> Result<StandaloneConfig, ConfigError> {
         source,
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    parse(&text, base).map_err(|e| match e {
-        Problems::Syntax(message) => ConfigError::Parse {
-            path: path.to_path_buf(),
-            message,
-        },
-        Problems::Invalid(problems) => ConfigError::Invalid {
-            path: path.to_path_buf(),
-            problems,
-        },
-    })
+    parse(&text, base).map_err(|e| e.for_file(path))
+}
+
+/// Parses and validates `text` as a configuration file; relative
+/// `static_dir`s are taken from `base`. Errors name the file as `<text>`.
+pub fn parse_str(text: &str, base: &Path) -> Result<StandaloneConfig, ConfigError> {
+    parse(text, base).map_err(|e| e.for_file(Path::new("<text>")))
 }
 
 enum Problems {
     Syntax(String),
     Invalid(Vec<String>),
+}
+
+impl Problems {
+    fn for_file(self, path: &Path) -> ConfigError {
+        let path = path.to_path_buf();
+        match self {
+            Self::Syntax(message) => ConfigError::Parse { path, message },
+            Self::Invalid(problems) => ConfigError::Invalid { path, problems },
+        }
+    }
 }
 
 /// Parses and validates `text`; relative static dirs are taken from `base`.
@@ -242,7 +252,22 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
             Err(e) => problem(net.span(), format!("trusted_proxies: {e}")),
         }
     }
+    let stats_listen = raw.stats_listen.as_ref().and_then(|l| {
+        l.get_ref()
+            .parse::<SocketAddr>()
+            .map_err(|_| {
+                problem(
+                    l.span(),
+                    format!(
+                        "stats_listen {:?} is not an address like \"127.0.0.1:8404\"",
+                        l.get_ref()
+                    ),
+                )
+            })
+            .ok()
+    });
     let settings = Settings {
+        stats_listen,
         max_connections,
         max_connections_per_ip,
         header_read_timeout,
@@ -408,6 +433,7 @@ impl StandaloneConfig {
             } else {
                 TrustedProxies::new(s.trusted_proxies.clone())
             },
+            stats_listen: s.stats_listen.or(base.stats_listen),
             ..base
         }
     }

@@ -22,6 +22,7 @@ use http::uri::Authority;
 use crate::health::Health;
 use crate::limits::AppLimits;
 use crate::rate_limit::Limiter;
+use crate::stats::{AppStats, BackendStats};
 
 /// Shared handle on the router's live routes; clones see the same table.
 #[derive(Clone, Default)]
@@ -42,6 +43,8 @@ struct Inner {
 pub(crate) struct Table {
     pub revision: u64,
     hosts: HashMap<String, Arc<App>>,
+    /// Every app once, in table order.
+    apps: Vec<Arc<App>>,
 }
 
 /// One app as the request path needs it.
@@ -57,6 +60,8 @@ pub(crate) struct App {
     /// The app's rate limit, shared across table versions while the rate
     /// stays the same (a reload must not hand every client a fresh burst).
     pub limiter: Option<Arc<Limiter>>,
+    /// What the app answered, kept across table versions of the app.
+    pub stats: Arc<AppStats>,
 }
 
 /// One backend, its live load and its passive health.
@@ -77,6 +82,8 @@ pub(crate) struct BackendState {
     /// and instance id stay the same: an update must not forgive a dead
     /// instance, but a new instance that got a dead one's port starts clean.
     pub health: Arc<Health>,
+    /// Attempts and failures, kept like `health`.
+    pub stats: Arc<BackendStats>,
 }
 
 /// Holds one unit of a backend's load until dropped.
@@ -133,17 +140,22 @@ impl Table {
         let mut healths: HashMap<(&str, &str), &Arc<Health>> = HashMap::new();
         let mut nexts: HashMap<&str, &Arc<AtomicUsize>> = HashMap::new();
         let mut limiters: HashMap<&str, &Arc<Limiter>> = HashMap::new();
-        for app in old.hosts.values() {
+        let mut app_stats: HashMap<&str, &Arc<AppStats>> = HashMap::new();
+        let mut backend_stats: HashMap<(&str, &str), &Arc<BackendStats>> = HashMap::new();
+        for app in &old.apps {
             nexts.insert(&app.name, &app.next);
+            app_stats.insert(&app.name, &app.stats);
             if let Some(l) = &app.limiter {
                 limiters.insert(&app.name, l);
             }
             for b in &app.backends {
                 loads.insert(&b.addr, &b.load);
                 healths.insert((&b.addr, &b.id), &b.health);
+                backend_stats.insert((&b.addr, &b.id), &b.stats);
             }
         }
         let mut hosts = HashMap::new();
+        let mut apps = Vec::new();
         for route in table.apps {
             let backends = route
                 .backends
@@ -156,6 +168,9 @@ impl Table {
                         health: healths
                             .get(&(b.addr.as_str(), b.id.as_str()))
                             .map_or_else(Default::default, |h| Arc::clone(h)),
+                        stats: backend_stats
+                            .get(&(b.addr.as_str(), b.id.as_str()))
+                            .map_or_else(Default::default, |s| Arc::clone(s)),
                         socket_addr: b.addr.parse().ok(),
                         addr: b.addr,
                         id: b.id,
@@ -175,6 +190,9 @@ impl Table {
                         _ => Arc::new(Limiter::new(rate)),
                     });
             let app = Arc::new(App {
+                stats: app_stats
+                    .get(route.name.as_str())
+                    .map_or_else(Default::default, |s| Arc::clone(s)),
                 max_body: app_limits.max_body,
                 limiter,
                 next: nexts
@@ -185,6 +203,7 @@ impl Table {
                 backends,
                 static_files: route.static_files,
             });
+            apps.push(Arc::clone(&app));
             for host in route.hosts {
                 let host = normalize_host(&host);
                 if let Some(prev) = hosts.insert(host.clone(), Arc::clone(&app)) {
@@ -195,7 +214,13 @@ impl Table {
         Self {
             revision: table.revision,
             hosts,
+            apps,
         }
+    }
+
+    /// Every app, once each.
+    pub fn apps(&self) -> impl Iterator<Item = &Arc<App>> {
+        self.apps.iter()
     }
 
     /// The app serving `host` (already normalised).

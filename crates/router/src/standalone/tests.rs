@@ -180,6 +180,7 @@ header_read_timeout = "5s"
 body_read_timeout = "500ms"
 max_body = 2048
 trusted_proxies = ["10.0.0.0/8", "::1"]
+stats_listen = "127.0.0.1:8404"
 
 [[apps]]
 name = "shop"
@@ -208,6 +209,10 @@ backends = ["127.0.0.1:2"]
     assert_eq!(rc.header_read_timeout, Duration::from_secs(5));
     assert_eq!(rc.body_read_timeout, Duration::from_millis(500));
     assert_eq!(rc.max_body_bytes, 2048);
+    assert_eq!(
+        rc.stats_listen,
+        Some("127.0.0.1:8404".parse().expect("addr"))
+    );
     assert!(rc.trusted_proxies.contains("10.1.2.3".parse().expect("ip")));
     assert!(!rc.trusted_proxies.contains("11.1.2.3".parse().expect("ip")));
 

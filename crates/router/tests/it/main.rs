@@ -10,4 +10,5 @@ mod shutdown;
 mod slow_clients;
 mod smuggling;
 mod static_files;
+mod stats;
 mod util;
