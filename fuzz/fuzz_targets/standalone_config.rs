@@ -9,7 +9,9 @@ use berth_router::RouterConfig;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     match standalone::parse_str(text, Path::new("/nonexistent")) {
         Ok(config) => {
             let table = config.to_route_table(1);
