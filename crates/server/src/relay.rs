@@ -95,20 +95,23 @@ impl Relays {
 }
 
 /// Relays data messages both ways until one side closes or fails, then
-/// closes the other.
+/// closes the other. A direction ends only when its *source* ends: a send
+/// to a side that is closing is dropped, not taken for the end, or the
+/// process's last messages (its exit status) racing the caller's last input
+/// would be lost.
 async fn relay(a: WebSocket, b: WebSocket) {
     let (mut a_tx, mut a_rx) = a.split();
     let (mut b_tx, mut b_rx) = b.split();
     let a_to_b = async {
         while let Some(Ok(m)) = a_rx.next().await {
-            if forward(&mut b_tx, m).await.is_err() {
+            if forward(&mut b_tx, m).await.is_break() {
                 break;
             }
         }
     };
     let b_to_a = async {
         while let Some(Ok(m)) = b_rx.next().await {
-            if forward(&mut a_tx, m).await.is_err() {
+            if forward(&mut a_tx, m).await.is_break() {
                 break;
             }
         }
@@ -122,16 +125,20 @@ async fn relay(a: WebSocket, b: WebSocket) {
     let _ = b_tx.send(Message::Close(None)).await;
 }
 
-/// Sends a data message on; control frames (ping, pong) are the transport's
-/// own business and a close ends the relay.
+/// Sends a data message on (a failed send is dropped: the other side is
+/// going away, and its own end of stream ends the relay); control frames
+/// (ping, pong) are the transport's own business; a close ends the relay.
 async fn forward(
     to: &mut (impl SinkExt<Message, Error = axum::Error> + Unpin),
     m: Message,
-) -> Result<(), ()> {
+) -> std::ops::ControlFlow<()> {
     match m {
-        Message::Binary(_) | Message::Text(_) => to.send(m).await.map_err(drop),
-        Message::Ping(_) | Message::Pong(_) => Ok(()),
-        Message::Close(_) => Err(()),
+        Message::Binary(_) | Message::Text(_) => {
+            let _ = to.send(m).await;
+            std::ops::ControlFlow::Continue(())
+        }
+        Message::Ping(_) | Message::Pong(_) => std::ops::ControlFlow::Continue(()),
+        Message::Close(_) => std::ops::ControlFlow::Break(()),
     }
 }
 
