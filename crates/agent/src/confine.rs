@@ -85,20 +85,6 @@ impl Confinement {
         }
     }
 
-    /// How a process of this group ended, saying so when memory ran out.
-    pub fn describe_exit(&mut self, status: std::process::ExitStatus) -> String {
-        use std::os::unix::process::ExitStatusExt;
-        let how = crate::spawn::describe_exit(status);
-        let recent = |at: std::time::Instant| at.elapsed() < RECENT_OOM;
-        if status.signal() == Some(libc_sigkill())
-            && (self.new_oom_kills() > 0 || self.last_oom.is_some_and(recent))
-        {
-            format!("{how} ({})", self.oom_note())
-        } else {
-            how
-        }
-    }
-
     /// Kills whatever is left in the group and removes it.
     pub async fn release(self) {
         if let Err(e) = self.group.kill_all().await {
@@ -113,8 +99,24 @@ impl Confinement {
 /// How long after a counted OOM kill a SIGKILL is still put down to it.
 const RECENT_OOM: std::time::Duration = std::time::Duration::from_secs(3);
 
-fn libc_sigkill() -> i32 {
-    nix::sys::signal::Signal::SIGKILL as i32
+/// How a process ended — saying so when its group ran out of memory.
+pub fn describe_exit(
+    confinement: Option<&mut Confinement>,
+    status: std::process::ExitStatus,
+) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let how = crate::spawn::describe_exit(status);
+    let Some(c) = confinement else {
+        return how;
+    };
+    let recent = |at: std::time::Instant| at.elapsed() < RECENT_OOM;
+    if status.signal() == Some(nix::sys::signal::Signal::SIGKILL as i32)
+        && (c.new_oom_kills() > 0 || c.last_oom.is_some_and(recent))
+    {
+        format!("{how} ({})", c.oom_note())
+    } else {
+        how
+    }
 }
 
 fn to_cgroup(l: ResourceLimits) -> Limits {

@@ -14,7 +14,7 @@ use tokio::process::Child;
 use tokio::sync::watch;
 
 use crate::actual::Actual;
-use crate::confine::{group_name, Confinement};
+use crate::confine::{self, group_name, Confinement};
 use crate::health::Checker;
 use crate::sockets;
 use crate::spawn::{self, ProcessSpec};
@@ -140,10 +140,9 @@ impl Life {
         if let Some(pid) = pid {
             spawn::signal_group(pid, Signal::SIGKILL);
         }
-        match (status, self.confinement.as_mut()) {
-            (Ok(s), Some(c)) => c.describe_exit(s),
-            (Ok(s), None) => spawn::describe_exit(s),
-            (Err(e), _) => e.to_string(),
+        match status {
+            Ok(s) => confine::describe_exit(self.confinement.as_mut(), s),
+            Err(e) => e.to_string(),
         }
     }
 

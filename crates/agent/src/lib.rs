@@ -106,16 +106,21 @@ impl AgentConfig {
 /// several Berths) never touch each other's groups, and an agent restarted
 /// on the same data dir finds what its previous run left.
 pub fn default_cgroup_parent(node: &str, data_dir: &std::path::Path) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    std::fs::canonicalize(data_dir)
-        .unwrap_or_else(|_| data_dir.to_path_buf())
-        .hash(&mut h);
+    use std::os::unix::ffi::OsStrExt;
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    // FNV-1a: std's hasher may change between Rust releases, and the name
+    // must stay the same across upgrades of berth.
+    let hash = dir
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+        });
     format!(
-        "{}/{}-{:08x}",
+        "{}/{}-{hash:08x}",
         cgroup::DEFAULT_PARENT,
         confine::group_name(&[node]),
-        h.finish() as u32
     )
 }
 
@@ -239,4 +244,17 @@ async fn watch_desired(
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     // Drop the borrow guard before returning: it must not live across awaits.
     let _ = stop.wait_for(|s| *s).await.map(drop);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_cgroup_parent_of_a_data_dir_never_changes() {
+        // An agent finds what its previous run left by this name, across
+        // upgrades of berth and of Rust.
+        assert_eq!(
+            super::default_cgroup_parent("node 1", std::path::Path::new("/nonexistent/berth-data")),
+            "berth/node_1-17e250d6"
+        );
+    }
 }

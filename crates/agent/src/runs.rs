@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::confine::{group_name, Confinement};
+use crate::confine::{self, group_name, Confinement};
 use crate::spawn::{self, ProcessSpec};
 use crate::AgentConfig;
 
@@ -57,6 +57,16 @@ pub struct Runs {
 struct Ended {
     exit_code: Option<i32>,
     outcome: String,
+}
+
+impl Ended {
+    /// Stopped because it left the desired state.
+    fn killed() -> Self {
+        Self {
+            exit_code: None,
+            outcome: "was killed by `berth ps:kill`".into(),
+        }
+    }
 }
 
 impl Runs {
@@ -192,7 +202,7 @@ impl Runs {
             }
             () = stop.cancelled() => {
                 spawn::stop_group(child, self.config.stop_grace).await;
-                Ended { exit_code: None, outcome: "was killed by `berth ps:kill`".into() }
+                Ended::killed()
             }
         }
     }
@@ -462,7 +472,7 @@ async fn pump(
             },
             () = stop.cancelled() => {
                 spawn::stop_group(child, grace).await;
-                break Ended { exit_code: None, outcome: "was killed by `berth ps:kill`".into() };
+                break Ended::killed();
             }
         }
     };
@@ -528,10 +538,7 @@ fn exited(
     match status {
         Ok(s) => Ended {
             exit_code: s.code().or_else(|| s.signal().map(|sig| 128 + sig)),
-            outcome: match confinement {
-                Some(c) => c.describe_exit(s),
-                None => spawn::describe_exit(s),
-            },
+            outcome: confine::describe_exit(confinement.as_mut(), s),
         },
         Err(e) => Ended {
             exit_code: None,
