@@ -4,6 +4,7 @@
 mod balance;
 mod failover;
 mod limits;
+mod python;
 mod reload;
 mod routing;
 mod shutdown;
