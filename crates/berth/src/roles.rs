@@ -49,6 +49,64 @@ pub struct UpArgs {
     pub http_listen: SocketAddr,
     #[command(flatten)]
     pub agent: AgentTuning,
+    #[command(flatten)]
+    pub router: RouterTuning,
+}
+
+/// Router limits shared by `up` and `router`; each defaults to the
+/// router's own default (shown in brackets). A standalone router's file may
+/// set them too; flags win.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RouterTuning {
+    /// Most client connections open at once; more are closed on accept
+    /// [default: 8192].
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most connections open at once from one client address [default: 512].
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// How long a client may take to send a request head before it gets
+    /// 408, and how long an idle keep-alive connection stays [default: 20s].
+    #[arg(long, env = "BERTH_HEADER_READ_TIMEOUT", value_parser = parse_duration)]
+    pub header_read_timeout: Option<std::time::Duration>,
+    /// Longest pause within a request body before the client gets 408
+    /// [default: 30s].
+    #[arg(long, env = "BERTH_BODY_READ_TIMEOUT", value_parser = parse_duration)]
+    pub body_read_timeout: Option<std::time::Duration>,
+    /// Largest request body of apps without a max_body of their own
+    /// (`berth routing`) [default: 100MB].
+    #[arg(long, env = "BERTH_MAX_BODY", value_parser = parse_size)]
+    pub max_body: Option<u64>,
+    /// Proxies in front of the router whose X-Forwarded-* are believed,
+    /// comma-separated (e.g. 10.0.0.0/8,::1) [default: none].
+    #[arg(long, env = "BERTH_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<berth_router::trusted::Net>,
+    /// Serve the router's stats page and Prometheus /metrics on this
+    /// address (keep it private) [default: off].
+    #[arg(long, env = "BERTH_STATS_LISTEN")]
+    pub stats_listen: Option<SocketAddr>,
+}
+
+impl RouterTuning {
+    /// `base` with the flags that were given.
+    pub fn apply(&self, base: berth_router::RouterConfig) -> berth_router::RouterConfig {
+        berth_router::RouterConfig {
+            max_connections: self.max_connections.unwrap_or(base.max_connections),
+            max_connections_per_ip: self
+                .max_connections_per_ip
+                .unwrap_or(base.max_connections_per_ip),
+            header_read_timeout: self.header_read_timeout.unwrap_or(base.header_read_timeout),
+            body_read_timeout: self.body_read_timeout.unwrap_or(base.body_read_timeout),
+            max_body_bytes: self.max_body.unwrap_or(base.max_body_bytes),
+            trusted_proxies: if self.trusted_proxies.is_empty() {
+                base.trusted_proxies.clone()
+            } else {
+                berth_router::TrustedProxies::new(self.trusted_proxies.clone())
+            },
+            stats_listen: self.stats_listen.or(base.stats_listen),
+            ..base
+        }
+    }
 }
 
 /// Agent settings shared by `up` and `agent`.
@@ -115,6 +173,8 @@ pub struct RouterArgs {
     /// router to confirm [default: router@HOSTNAME].
     #[arg(long, env = "BERTH_ROUTER_NAME")]
     pub name: Option<String>,
+    #[command(flatten)]
+    pub tuning: RouterTuning,
 }
 
 /// Parses `10s`, `500ms`, `2m`.
@@ -314,10 +374,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         routes.clone(),
         shutdown.wait(),
     ));
-    let router_config = berth_router::RouterConfig {
+    let router_config = args.router.apply(berth_router::RouterConfig {
         apps_domain: args.control.apps_domain.clone(),
         ..Default::default()
-    };
+    });
     let router = tokio::spawn(berth_router::run(
         http,
         routes,
@@ -446,6 +506,7 @@ pub async fn router(
             )
         }
     };
+    router_config = args.tuning.apply(router_config);
     println!(
         "Berth router listening on http://{}",
         listener.local_addr()?

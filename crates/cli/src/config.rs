@@ -199,6 +199,33 @@ pub async fn policy(
 }
 
 /// `berth limits [set TYPE memory=… cpu=… pids=… | unset TYPE]`.
+/// `berth routing [set NAME=VALUE… | unset NAME…]`: applies the changes,
+/// if any, then shows the settings.
+pub async fn routing(
+    client: &Client,
+    app: &str,
+    changes: Option<Vec<String>>,
+) -> anyhow::Result<()> {
+    let mut settings = client.app(app).await?.settings;
+    if let Some(changes) = changes {
+        for change in &changes {
+            settings.routing.apply(change).map_err(anyhow::Error::msg)?;
+        }
+        client.set_settings(app, &settings).await?;
+        println!("Routing of {app} set; routers follow within a second");
+    }
+    let text = settings.routing.text();
+    if text.is_empty() {
+        println!(
+            "{app} has the router's defaults (max_body=100MB, no rate limit, least_conn); \
+             change them with e.g. `berth routing set max_body=10MB rate_limit=100/s --app {app}`"
+        );
+    } else {
+        println!("{}", text.join("\n"));
+    }
+    Ok(())
+}
+
 pub async fn limits(
     client: &Client,
     app: &str,

@@ -162,6 +162,17 @@ pub enum Command {
         #[arg(short, long, env = "BERTH_APP_NAME", required = true)]
         app: Option<String>,
     },
+    /// Show or set how the router treats the app's requests: max_body
+    /// (413 beyond), rate_limit per client address (429 beyond),
+    /// redirect_https, balance (least_conn or round_robin).
+    #[command(subcommand_negates_reqs = true)]
+    Routing {
+        #[command(subcommand)]
+        change: Option<RoutingCommand>,
+        /// The app's name.
+        #[arg(short, long, env = "BERTH_APP_NAME", required = true)]
+        app: Option<String>,
+    },
     /// Run a one-off process of the live release, with the app's config:
     /// attached to this terminal (a PTY when it is one), or detached with
     /// its output in the app's log. Exits with the process's status.
@@ -235,6 +246,25 @@ pub enum LimitsCommand {
     /// Remove every limit of a process type.
     Unset {
         process_type: String,
+        #[command(flatten)]
+        app: AppArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RoutingCommand {
+    /// Set max_body=10MB, rate_limit=100/s (or /m, /h), redirect_https=on,
+    /// balance=round_robin; `none` resets one to the default.
+    Set {
+        #[arg(required = true, value_name = "NAME=VALUE")]
+        settings: Vec<String>,
+        #[command(flatten)]
+        app: AppArg,
+    },
+    /// Reset settings to their defaults.
+    Unset {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
         #[command(flatten)]
         app: AppArg,
     },
@@ -393,6 +423,17 @@ pub async fn run(command: Command, settings: settings::Settings) -> anyhow::Resu
                 None => app.unwrap_or_default(),
             };
             config::limits(&client, &app, change).await
+        }
+        Command::Routing { change, app } => {
+            let (app, pairs) = match change {
+                Some(RoutingCommand::Set { app, settings }) => (app.app, Some(settings)),
+                Some(RoutingCommand::Unset { app, names }) => (
+                    app.app,
+                    Some(names.iter().map(|n| format!("{n}=none")).collect()),
+                ),
+                None => (app.unwrap_or_default(), None),
+            };
+            config::routing(&client, &app, pairs).await
         }
         Command::Run {
             app,

@@ -11,6 +11,7 @@
 //! - [`api`]: apps, builds, releases, instances, logs — the resources of `/v1`.
 //! - [`limits`]: memory, CPU and process limits per process type.
 //! - [`rollout`]: rollout policy, health checks, a rollout in progress.
+//! - [`route`]: how routers treat an app's requests (limits, redirect).
 //! - [`run`]: one-off processes and the protocol of attaching to them.
 //! - [`state`]: what the control plane wants (desired state for a node, the
 //!   route table for routers) and what agents report back.
@@ -20,12 +21,14 @@ pub mod limits;
 pub mod names;
 pub mod procfile;
 pub mod rollout;
+pub mod route;
 pub mod run;
 pub mod state;
 
 pub use api::*;
 pub use limits::ResourceLimits;
 pub use rollout::*;
+pub use route::{RateLimit, RouteSettings, RoutingSettings};
 pub use run::{NewRun, Run, RunJob, RunReport, RunState};
 pub use state::*;
 

@@ -123,6 +123,9 @@ pub struct AppSettings {
     /// Resource limits per process type (`run` for one-off processes).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub limits: BTreeMap<String, crate::ResourceLimits>,
+    /// How routers treat the app's requests (`berth routing`).
+    #[serde(default, skip_serializing_if = "crate::RoutingSettings::is_default")]
+    pub routing: crate::RoutingSettings,
 }
 
 /// A rollout in progress: instances of `release` (with the given restart

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Instance, StaticFiles};
-use crate::HealthCheck;
 use crate::Revision;
+use crate::{HealthCheck, RouteSettings};
 
 /// Everything one node should be doing, as of `revision`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
@@ -184,6 +184,9 @@ pub struct AppRoute {
     #[serde(default)]
     pub balance: Balance,
     pub static_files: Option<StaticFiles>,
+    /// Limits, redirect and health check of the app's requests.
+    #[serde(default, skip_serializing_if = "RouteSettings::is_default")]
+    pub settings: RouteSettings,
 }
 
 /// One instance a router may send requests to.

@@ -93,6 +93,7 @@ mod tests {
                     .collect(),
                 balance,
                 static_files: None,
+                settings: Default::default(),
             }],
         });
         let table = routes.load();

@@ -2,7 +2,8 @@
 //!
 //! Where apps live is not configuration but state ([`crate::Routes`]); this
 //! holds only what stays fixed for the life of the process. Per-app limits
-//! (body size, request rate) travel with the routes ([`crate::AppLimits`]);
+//! (body size, request rate) travel with the routes
+//! ([`berth_model::RouteSettings`]);
 //! the values here are their defaults.
 
 use std::net::SocketAddr;

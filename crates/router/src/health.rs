@@ -1,6 +1,8 @@
-//! Passive health: taking a backend out of rotation for a while after it
+//! Backend health, passive and active.
+//!
+//! **Passive**: taking a backend out of rotation for a while after it
 //! failed several requests in a row, as HAProxy's `observe layer4` with
-//! `error-limit 3 on-error mark-down` does — but without active checks.
+//! `error-limit 3 on-error mark-down` does.
 //!
 //! Only failures that say the process is gone count: a refused or timed-out
 //! connect, and a connection closed or reset before any response byte
@@ -16,11 +18,18 @@
 //! app is down, they are all tried anyway (see [`crate::balance`]), because
 //! marks can be stale and a possibly-working app must not become a `503`.
 //!
+//! **Active** (when the app has a health check, run by [`crate::checks`]):
+//! like HAProxy's `option httpchk` with `rise`/`fall`, a backend that fails
+//! `fall` checks in a row is down until it passes `rise` in a row. Backends
+//! start up: the control plane only routes instances that already passed
+//! their checks, and a standalone router must not refuse traffic for the
+//! first interval after a reload.
+//!
 //! The state is a few atomics per backend, read on every pick without a
 //! lock. Times are milliseconds on a process-wide monotonic clock
 //! ([`now_ms`]).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -47,6 +56,25 @@ pub(crate) struct Health {
     ejections: AtomicU32,
     /// Down while [`now_ms`] is below this; 0 when never ejected.
     down_until: AtomicU64,
+    /// Down by active checks, until `rise` of them pass in a row.
+    check_down: AtomicBool,
+    /// Checks in a row with the same outcome: passes while up-going,
+    /// failures otherwise (the sign is `check_streak_passing`).
+    check_streak: AtomicU32,
+    check_streak_passing: AtomicBool,
+    /// When the next check is due ([`now_ms`]); 0 = at once.
+    pub(crate) next_check: AtomicU64,
+    /// A check is under way: the next one waits for it.
+    pub(crate) checking: AtomicBool,
+}
+
+/// A backend changing state by active checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CheckTransition {
+    /// Failed `fall` checks in a row: out of rotation.
+    Down,
+    /// Passed `rise` checks in a row after being down: back in rotation.
+    Up,
 }
 
 /// A backend just taken out of rotation.
@@ -61,7 +89,42 @@ pub(crate) struct Ejection {
 impl Health {
     /// Whether the balancer should skip this backend at `now`.
     pub(crate) fn is_down(&self, now: u64) -> bool {
-        now < self.down_until.load(Ordering::Relaxed)
+        now < self.down_until.load(Ordering::Relaxed) || self.check_down.load(Ordering::Relaxed)
+    }
+
+    /// Whether active checks hold this backend out of rotation.
+    pub(crate) fn failing_checks(&self) -> bool {
+        self.check_down.load(Ordering::Relaxed)
+    }
+
+    /// Records one active check; returns the change it caused, if any.
+    /// Only the checker calls this, one check per backend at a time.
+    pub(crate) fn record_check(
+        &self,
+        passed: bool,
+        rise: u32,
+        fall: u32,
+    ) -> Option<CheckTransition> {
+        let streak = if self.check_streak_passing.swap(passed, Ordering::Relaxed) == passed {
+            self.check_streak
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1)
+        } else {
+            self.check_streak.store(1, Ordering::Relaxed);
+            1
+        };
+        let down = self.check_down.load(Ordering::Relaxed);
+        match (down, passed) {
+            (false, false) if streak >= fall => {
+                self.check_down.store(true, Ordering::Relaxed);
+                Some(CheckTransition::Down)
+            }
+            (true, true) if streak >= rise => {
+                self.check_down.store(false, Ordering::Relaxed);
+                Some(CheckTransition::Up)
+            }
+            _ => None,
+        }
     }
 
     /// Counts a failure at `now`; returns the ejection if this one caused it.
@@ -186,6 +249,28 @@ mod tests {
         assert!(!h.is_down(1000));
         let e = h.record_failure(1000).expect("ejected again");
         assert_eq!(e.cooldown, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn checks_take_fall_failures_down_and_rise_passes_up() {
+        let h = Health::default();
+        assert!(!h.is_down(0), "a backend starts up");
+        assert_eq!(h.record_check(false, 2, 3), None);
+        assert_eq!(h.record_check(false, 2, 3), None);
+        assert_eq!(h.record_check(true, 2, 3), None, "a pass breaks the streak");
+        assert_eq!(h.record_check(false, 2, 3), None);
+        assert_eq!(h.record_check(false, 2, 3), None);
+        assert_eq!(h.record_check(false, 2, 3), Some(CheckTransition::Down));
+        assert!(h.is_down(0) && h.failing_checks());
+        assert_eq!(h.record_check(false, 2, 3), None, "down once");
+        assert!(
+            !h.record_success() || h.is_down(0),
+            "traffic cannot overrule checks"
+        );
+        assert!(h.is_down(0));
+        assert_eq!(h.record_check(true, 2, 3), None);
+        assert_eq!(h.record_check(true, 2, 3), Some(CheckTransition::Up));
+        assert!(!h.is_down(0));
     }
 
     #[test]

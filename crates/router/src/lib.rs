@@ -23,12 +23,14 @@
 //! - `connector` — TCP to backends, counting what each connection received
 //!   (to tell an empty response from a broken one).
 //! - [`table`] — [`Routes`], the compiled table, per-backend load and health.
-//! - `health` — passive health: out of rotation after repeated failures.
+//! - `health` — passive and active health: out of rotation after repeated
+//!   failures of requests or of checks.
+//! - `checks` — active health checks (`GET` of the app's check path).
 //! - `balance` — least-conn (power of two choices) and round robin, over the
 //!   backends that are not down.
 //! - `headers` — hop-by-hop stripping, `X-Forwarded-*`, `X-Request-Id`.
 //! - [`trusted`] — [`TrustedProxies`], whose `X-Forwarded-*` are believed.
-//! - [`limits`] — [`AppLimits`] and the connection limits.
+//! - [`limits`] — the connection limits.
 //! - [`rate_limit`] — [`RateLimit`] and its per-client limiter (GCRA).
 //! - `request_body` — the client's body, cut past `max_body` or a stall.
 //! - `static_files` — files from disk with ETag and conditional requests.
@@ -44,6 +46,7 @@
 mod access_log;
 mod balance;
 pub mod body;
+mod checks;
 pub mod config;
 mod connector;
 pub mod control_plane;
@@ -95,7 +98,6 @@ pub mod fuzzing {
 pub use config::RouterConfig;
 pub use control_plane::{follow_control_plane, follow_control_plane_as};
 pub use error::{ErrorSource, ProxyError};
-pub use limits::AppLimits;
 pub use rate_limit::RateLimit;
 pub use server::run;
 pub use table::Routes;

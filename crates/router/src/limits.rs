@@ -1,6 +1,7 @@
-//! Limits that protect the router and the apps from one greedy client:
-//! [`AppLimits`] (per app: body size, request rate) and the connection
-//! limits ([`ConnLimits`]: per router and per client address).
+//! Connection limits that protect the router from one greedy client
+//! ([`ConnLimits`]: per router and per client address). Per-app limits
+//! (body size, request rate) come with the routes
+//! ([`berth_model::RouteSettings`]).
 //!
 //! Connections beyond a limit are closed as soon as they are accepted: an
 //! answer would need the request read first, which is exactly the work a
@@ -11,18 +12,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use crate::rate_limit::RateLimit;
 use crate::trusted::TrustedProxies;
-
-/// What one app allows a request. `None` takes the router's default
-/// ([`crate::RouterConfig::max_body_bytes`]; no rate limit).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AppLimits {
-    /// Largest request body in bytes (`413` beyond).
-    pub max_body: Option<u64>,
-    /// Requests per client address (`429` with `Retry-After` beyond).
-    pub rate_limit: Option<RateLimit>,
-}
 
 /// Counts open client connections, in total and per address.
 pub(crate) struct ConnLimits {

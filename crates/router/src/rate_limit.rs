@@ -1,5 +1,5 @@
-//! Per-app request rate limits, counted per client address: [`RateLimit`]
-//! (`"100/s"`) and the [`Limiter`] that enforces it.
+//! Per-app request rate limits, counted per client address: the
+//! [`Limiter`] that enforces a [`RateLimit`] (`"100/s"`, from the model).
 //!
 //! The limiter is GCRA (the generic cell rate algorithm, as in ATM networks
 //! and `redis-cell`): one timestamp per client, the "theoretical arrival
@@ -9,54 +9,13 @@
 //! until the next would pass, for `Retry-After`.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use thiserror::Error;
 use tokio::time::Instant;
 
-/// `requests` per `period`, per client address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub requests: u32,
-    pub period: Duration,
-}
-
-/// Why a rate cannot be parsed.
-#[derive(Debug, Error, PartialEq, Eq)]
-#[error("rate {0:?} is not like \"100/s\" (a count of 1 or more per s, m or h)")]
-pub struct RateError(String);
-
-impl FromStr for RateLimit {
-    type Err = RateError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || RateError(s.to_string());
-        let (n, unit) = s.split_once('/').ok_or_else(bad)?;
-        let requests: u32 = n.trim().parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
-        let period = match unit.trim() {
-            "s" | "sec" | "second" => Duration::from_secs(1),
-            "m" | "min" | "minute" => Duration::from_secs(60),
-            "h" | "hour" => Duration::from_secs(3600),
-            _ => return Err(bad()),
-        };
-        Ok(Self { requests, period })
-    }
-}
-
-impl fmt::Display for RateLimit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = match self.period.as_secs() {
-            60 => "m",
-            3600 => "h",
-            _ => "s",
-        };
-        write!(f, "{}/{unit}", self.requests)
-    }
-}
+pub use berth_model::RateLimit;
 
 /// Enforces one [`RateLimit`] per client address.
 #[derive(Debug)]
@@ -119,24 +78,6 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_rates() {
-        assert_eq!(
-            "100/s".parse(),
-            Ok(RateLimit {
-                requests: 100,
-                period: Duration::from_secs(1)
-            })
-        );
-        assert_eq!(
-            "6/m".parse::<RateLimit>().map(|r| r.to_string()),
-            Ok("6/m".into())
-        );
-        for bad in ["0/s", "100", "x/s", "10/d", "-1/s", ""] {
-            assert!(bad.parse::<RateLimit>().is_err(), "{bad}");
-        }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn bursts_then_paces_each_client_alone() {

@@ -43,6 +43,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     tracing::info!("router listening on http://{}", listener.local_addr()?);
+    crate::checks::start(&routes);
     let (drain_tx, drain_rx) = watch::channel(false);
     if let Some(addr) = config.stats_listen {
         let stats = TcpListener::bind(addr).await.map_err(|e| {

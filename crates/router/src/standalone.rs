@@ -22,6 +22,8 @@
 //! static_prefix = "/static/"  # optional, the default
 //! max_body = "10MB"         # optional: 413 beyond
 //! rate_limit = "100/s"      # optional, per client address: 429 beyond
+//! health_check = "/healthz" # optional: GET every 5s, 2s timeout, rise 2, fall 3
+//! # or: health_check = { path = "/healthz", interval = "2s", timeout = "1s", rise = 2, fall = 3 }
 //! ```
 //!
 //! Every problem of a file is reported at once, each with its line.
@@ -33,14 +35,15 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use berth_model::{names, AppRoute, Backend, Balance, RouteTable, StaticFiles};
+use berth_model::{
+    names, AppRoute, Backend, Balance, HealthCheck, RateLimit, RouteSettings, RouteTable,
+    StaticFiles,
+};
 use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
 
 use crate::config::RouterConfig;
-use crate::limits::AppLimits;
-use crate::rate_limit::RateLimit;
 use crate::table::Routes;
 use crate::trusted::{Net, TrustedProxies};
 
@@ -86,7 +89,8 @@ pub struct StandaloneApp {
     pub backends: Vec<SocketAddr>,
     pub balance: Balance,
     pub static_files: Option<StaticFiles>,
-    pub limits: AppLimits,
+    /// Limits and health check (the model's shape, as from the control plane).
+    pub settings: RouteSettings,
 }
 
 /// Why a configuration file cannot be used.
@@ -143,6 +147,56 @@ struct RawApp {
     static_prefix: Option<Spanned<String>>,
     max_body: Option<Spanned<Size>>,
     rate_limit: Option<Spanned<String>>,
+    health_check: Option<Spanned<RawCheck>>,
+}
+
+/// `"/healthz"`, or a table with the path and any of the timings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawCheck {
+    Path(String),
+    Full(RawCheckTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheckTable {
+    path: String,
+    interval: Option<String>,
+    timeout: Option<String>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+}
+
+impl RawCheck {
+    fn to_check(&self) -> Result<HealthCheck, String> {
+        let t = match self {
+            Self::Path(p) => return checked(HealthCheck::new(p.clone())),
+            Self::Full(t) => t,
+        };
+        let mut check = HealthCheck::new(t.path.clone());
+        let ms = |v: &Option<String>, key: &str, default: u64| match v {
+            None => Ok(default),
+            Some(text) => parse_duration(text)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .ok_or_else(|| {
+                    format!("{key} {text:?} is not a duration like \"2s\" or \"500ms\"")
+                }),
+        };
+        check.interval_ms = ms(&t.interval, "interval", check.interval_ms)?;
+        check.timeout_ms = ms(
+            &t.timeout,
+            "timeout",
+            check.timeout_ms.min(check.interval_ms),
+        )?;
+        check.rise = t.rise.unwrap_or(check.rise);
+        check.fall = t.fall.unwrap_or(check.fall);
+        checked(check)
+    }
+}
+
+fn checked(check: HealthCheck) -> Result<HealthCheck, String> {
+    check.validate().map(|()| check)
 }
 
 /// Reads and validates the file at `path`.
@@ -369,15 +423,23 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
                 .map_err(|e| problem(r.span(), format!("app {name:?}: {e}")))
                 .ok()
         });
+        let health_check = app.health_check.as_ref().and_then(|c| {
+            c.get_ref()
+                .to_check()
+                .map_err(|e| problem(c.span(), format!("app {name:?}: health_check: {e}")))
+                .ok()
+        });
         apps.push(StandaloneApp {
             name,
             hosts,
             backends,
             balance: app.balance,
             static_files,
-            limits: AppLimits {
+            settings: RouteSettings {
                 max_body,
                 rate_limit,
+                health_check,
+                ..RouteSettings::default()
             },
         });
     }
@@ -438,15 +500,9 @@ impl StandaloneConfig {
         }
     }
 
-    /// Puts this configuration's apps, with their limits, into `routes` as
-    /// the next revision.
+    /// Puts this configuration's apps into `routes` as the next revision.
     pub fn apply(&self, routes: &Routes) {
-        let limits: HashMap<String, AppLimits> = self
-            .apps
-            .iter()
-            .map(|a| (a.name.clone(), a.limits))
-            .collect();
-        routes.update_with_limits(self.to_route_table(routes.revision() + 1), &limits);
+        routes.update(self.to_route_table(routes.revision() + 1));
     }
 
     /// The route table this configuration describes, as `revision`.
@@ -470,6 +526,7 @@ impl StandaloneConfig {
                         .collect(),
                     balance: a.balance,
                     static_files: a.static_files.clone(),
+                    settings: a.settings.clone(),
                 })
                 .collect(),
         }

@@ -259,7 +259,9 @@ fn html(routes: &Routes, rates: &Rates) -> String {
         );
         out.push_str("<table><tr><th>instance</th><th>address</th><th>health</th><th>in flight</th><th>requests</th><th>failures</th></tr>\n");
         for b in &app.backends {
-            let (class, health) = if b.is_down(now) {
+            let (class, health) = if b.health.failing_checks() {
+                ("down", "DOWN (check)")
+            } else if b.is_down(now) {
                 ("down", "DOWN")
             } else {
                 ("up", "UP")

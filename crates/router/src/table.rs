@@ -12,15 +12,14 @@
 //! health (`health`) for the same address *and* instance id.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwap;
-use berth_model::{Balance, RouteTable, StaticFiles};
+use berth_model::{Balance, HealthCheck, RouteTable, StaticFiles};
 use http::uri::Authority;
 
 use crate::health::Health;
-use crate::limits::AppLimits;
 use crate::rate_limit::Limiter;
 use crate::stats::{AppStats, BackendStats};
 
@@ -36,7 +35,12 @@ struct Inner {
     /// Serialises updates, so that carrying load counters and health over
     /// from the previous table never races with another update.
     update: Mutex<()>,
+    /// Whether the active checker ([`crate::checks`]) runs for these routes.
+    checker: AtomicBool,
 }
+
+/// A handle on routes that does not keep them alive.
+pub(crate) struct WeakRoutes(Weak<Inner>);
 
 /// A compiled route table.
 #[derive(Default)]
@@ -50,6 +54,10 @@ pub(crate) struct Table {
 /// One app as the request path needs it.
 pub(crate) struct App {
     pub name: String,
+    /// The app's hosts, normalised, in table order (checks use the first).
+    pub hosts: Vec<String>,
+    /// The router's own check of each backend, when the app has one.
+    pub health_check: Option<HealthCheck>,
     pub balance: Balance,
     pub backends: Vec<BackendState>,
     pub static_files: Option<StaticFiles>,
@@ -98,19 +106,13 @@ impl Routes {
     /// Replaces the table. Requests already under way finish on the table
     /// they started with. Apps get the router's default limits.
     pub fn update(&self, table: RouteTable) {
-        self.update_with_limits(table, &HashMap::new());
-    }
-
-    /// Replaces the table, with per-app `limits` by app name (apps not named
-    /// get the router's defaults).
-    pub fn update_with_limits(&self, table: RouteTable, limits: &HashMap<String, AppLimits>) {
         let _serial = self
             .inner
             .update
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let old = self.inner.table.load();
-        let compiled = Table::compile(table, limits, &old);
+        let compiled = Table::compile(table, &old);
         self.inner.table.store(Arc::new(compiled));
     }
 
@@ -121,6 +123,19 @@ impl Routes {
 
     pub(crate) fn load(&self) -> Arc<Table> {
         self.inner.table.load_full()
+    }
+
+    /// True for the first caller only: it runs the checker.
+    pub(crate) fn claim_checker(&self) -> bool {
+        !self.inner.checker.swap(true, Ordering::Relaxed)
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakRoutes {
+        WeakRoutes(Arc::downgrade(&self.inner))
+    }
+
+    pub(crate) fn upgrade(weak: &WeakRoutes) -> Option<Self> {
+        weak.0.upgrade().map(|inner| Self { inner })
     }
 }
 
@@ -135,7 +150,7 @@ impl std::fmt::Debug for Routes {
 }
 
 impl Table {
-    fn compile(table: RouteTable, limits: &HashMap<String, AppLimits>, old: &Table) -> Self {
+    fn compile(table: RouteTable, old: &Table) -> Self {
         let mut loads: HashMap<&str, &Arc<AtomicUsize>> = HashMap::new();
         let mut healths: HashMap<(&str, &str), &Arc<Health>> = HashMap::new();
         let mut nexts: HashMap<&str, &Arc<AtomicUsize>> = HashMap::new();
@@ -181,9 +196,9 @@ impl Table {
                     }
                 })
                 .collect();
-            let app_limits = limits.get(&route.name).copied().unwrap_or_default();
             let limiter =
-                app_limits
+                route
+                    .settings
                     .rate_limit
                     .map(|rate| match limiters.get(route.name.as_str()) {
                         Some(l) if l.rate() == rate => Arc::clone(l),
@@ -193,11 +208,13 @@ impl Table {
                 stats: app_stats
                     .get(route.name.as_str())
                     .map_or_else(Default::default, |s| Arc::clone(s)),
-                max_body: app_limits.max_body,
+                max_body: route.settings.max_body,
                 limiter,
                 next: nexts
                     .get(route.name.as_str())
                     .map_or_else(Default::default, |n| Arc::clone(n)),
+                hosts: route.hosts.iter().map(|h| normalize_host(h)).collect(),
+                health_check: route.settings.health_check.clone(),
                 name: route.name,
                 balance: route.balance,
                 backends,
@@ -294,6 +311,7 @@ mod tests {
                     .collect(),
                 balance: Balance::LeastConn,
                 static_files: None,
+                settings: Default::default(),
             }],
         }
     }

@@ -354,7 +354,7 @@ fn fresh_connection_client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
-fn http_client() -> reqwest::blocking::Client {
+pub fn http_client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none())

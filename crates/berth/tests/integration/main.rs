@@ -9,6 +9,7 @@ mod deploy;
 mod errors;
 mod limits;
 mod router;
+mod routing;
 mod runs;
 mod supervision;
 mod zero_downtime;

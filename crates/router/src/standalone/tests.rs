@@ -197,12 +197,12 @@ backends = ["127.0.0.1:2"]
     let Ok(c) = parse(text, Path::new("/")) else {
         panic!("valid file refused")
     };
-    assert_eq!(c.apps[0].limits.max_body, Some(10 << 20));
+    assert_eq!(c.apps[0].settings.max_body, Some(10 << 20));
     assert_eq!(
-        c.apps[0].limits.rate_limit.map(|r| r.to_string()),
+        c.apps[0].settings.rate_limit.map(|r| r.to_string()),
         Some("100/s".into())
     );
-    assert_eq!(c.apps[1].limits, AppLimits::default());
+    assert_eq!(c.apps[1].settings, berth_model::RouteSettings::default());
     let rc = c.router_config(RouterConfig::default());
     assert_eq!(rc.max_connections, 100);
     assert_eq!(rc.max_connections_per_ip, 10);
@@ -256,6 +256,62 @@ rate_limit = "100/day"
     assert!(
         p.iter()
             .any(|l| l.starts_with("line 11: app \"shop\": rate \"100/day\"")),
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn health_checks_take_a_path_or_a_table_and_bad_ones_name_their_line() {
+    let text = r#"
+[[apps]]
+name = "shop"
+hosts = ["shop.localhost"]
+health_check = "/healthz"
+
+[[apps]]
+name = "blog"
+hosts = ["blog.localhost"]
+health_check = { path = "/up", interval = "2s", timeout = "500ms", rise = 1, fall = 5 }
+"#;
+    let Ok(c) = parse(text, Path::new("/")) else {
+        panic!("valid file refused")
+    };
+    assert_eq!(
+        c.apps[0].settings.health_check,
+        Some(berth_model::HealthCheck::new("/healthz"))
+    );
+    let blog = c.apps[1].settings.health_check.clone().expect("check");
+    assert_eq!(
+        (
+            blog.path.as_str(),
+            blog.interval_ms,
+            blog.timeout_ms,
+            blog.rise,
+            blog.fall
+        ),
+        ("/up", 2000, 500, 1, 5)
+    );
+
+    let bad = r#"[[apps]]
+name = "shop"
+hosts = ["shop.localhost"]
+health_check = "healthz"
+
+[[apps]]
+name = "blog"
+hosts = ["blog.localhost"]
+health_check = { path = "/up", interval = "1s", timeout = "3s" }
+"#;
+    let p = problems(bad);
+    assert_eq!(p.len(), 2, "{p:#?}");
+    assert!(
+        p[0].starts_with(
+            "line 4: app \"shop\": health_check: health check path \"healthz\" must start with /"
+        ),
+        "{p:#?}"
+    );
+    assert!(
+        p[1].starts_with("line 9: app \"blog\": health_check: the health check timeout (3000ms)"),
         "{p:#?}"
     );
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use berth_model::route::parse_size;
 use serde::Deserialize;
 
 /// A size: bytes as an integer, or a string with a unit.
@@ -27,23 +28,6 @@ impl Size {
             Self::Text(t) => format!("{t:?}"),
         }
     }
-}
-
-/// `"10MB"`, `"512kB"`, `"1GiB"`, `"2048"`: binary multiples, as an
-/// operator reading "10MB" in a limit expects of a request body.
-pub(super) fn parse_size(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => return None,
-    };
-    n.checked_mul(1 << shift)
 }
 
 /// `"500ms"`, `"20s"`, `"2m"`.

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use berth_router::{AppLimits, RouterConfig};
+use berth_model::RouteSettings;
+use berth_router::RouterConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::util::*;
@@ -41,12 +42,12 @@ async fn an_oversized_head_is_431() {
 #[tokio::test]
 async fn a_body_over_the_apps_limit_is_413_declared_or_streamed() {
     let rec = Recorder::start().await;
-    let limits = AppLimits {
+    let mut table = a_app(&rec);
+    table.apps[0].settings = RouteSettings {
         max_body: Some(1000),
-        rate_limit: None,
+        ..Default::default()
     };
-    let router =
-        Router::start_limited(RouterConfig::default(), a_app(&rec), &[("a", limits)]).await;
+    let router = Router::start(table).await;
 
     // Declared up front: refused before the app hears of it.
     let resp = router
@@ -260,12 +261,12 @@ async fn connections_beyond_the_routers_limit_are_closed() {
 #[tokio::test]
 async fn requests_over_the_apps_rate_are_429_with_retry_after() {
     let rec = Recorder::start().await;
-    let limits = AppLimits {
-        max_body: None,
+    let mut table = a_app(&rec);
+    table.apps[0].settings = RouteSettings {
         rate_limit: Some("3/m".parse().expect("rate")),
+        ..Default::default()
     };
-    let router =
-        Router::start_limited(RouterConfig::default(), a_app(&rec), &[("a", limits)]).await;
+    let router = Router::start(table).await;
     for i in 0..3 {
         assert_eq!(
             router.get("a.localhost", "/").await.status(),

@@ -2,6 +2,7 @@
 //! HTTP clients, all in-process on 127.0.0.1:0.
 
 mod balance;
+mod checks;
 mod failover;
 mod limits;
 mod python;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use berth_client::logs::LogShipper;
 use berth_model::{AppRoute, Backend as RouteBackend, Balance, NewLogLine, RouteTable};
-use berth_router::{AppLimits, RouterConfig, Routes};
+use berth_router::{RouterConfig, Routes};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::combinators::BoxBody;
@@ -319,6 +319,7 @@ pub fn app(name: &str, hosts: &[&str], backends: &[SocketAddr]) -> AppRoute {
             .collect(),
         balance: Balance::LeastConn,
         static_files: None,
+        settings: Default::default(),
     }
 }
 
@@ -338,18 +339,8 @@ impl Router {
     }
 
     pub async fn start_with(config: RouterConfig, table: RouteTable) -> Self {
-        Self::start_limited(config, table, &[]).await
-    }
-
-    /// A router whose apps have the given limits, by app name.
-    pub async fn start_limited(
-        config: RouterConfig,
-        table: RouteTable,
-        limits: &[(&str, AppLimits)],
-    ) -> Self {
         let routes = Routes::new();
-        let limits = limits.iter().map(|(n, l)| (n.to_string(), *l)).collect();
-        routes.update_with_limits(table, &limits);
+        routes.update(table);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (shipper, logs) = LogShipper::channel();

@@ -80,6 +80,11 @@ pub async fn settings(
 ) -> ApiResult<Json<App>> {
     let rec = require_app(&ctx, &app).await?;
     settings.rollout.validate().map_err(ApiErr::bad_request)?;
+    if settings.routing.max_body == Some(0) {
+        return Err(ApiErr::bad_request(
+            "max_body=0 would refuse every request with a body; use e.g. max_body=10MB, or none for the router's default",
+        ));
+    }
     for (process_type, limits) in &settings.limits {
         if process_type != berth_model::limits::RUN_TYPE
             && !rec.formation.contains_key(process_type)
