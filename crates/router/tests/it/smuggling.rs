@@ -61,40 +61,33 @@ async fn ambiguous_framing_is_refused_with_400_and_never_forwarded() {
 }
 
 #[tokio::test]
-async fn length_and_chunked_together_go_by_chunked_then_close() {
-    // RFC 9112 §6.1: such a request is either refused or read by its
-    // chunked framing alone, and the connection closed after it. The
-    // router (hyper since #4124) does the latter; either way the length
-    // must not reach the app and nothing after the body may be read.
+async fn length_and_chunked_together_are_refused_whatever_their_order() {
+    // RFC 9112 §6.1 lets a server read such a request by its chunking; a
+    // proxy must not, as nginx and HAProxy do not: the backend behind could
+    // frame it by its length. The router runs hyper with a patch for this
+    // (vendor/hyper/BERTH-PATCH.md).
     let (router, rec) = router_and_recorder().await;
     for head in [
         "Content-Length: 56\r\nTransfer-Encoding: chunked",
         "Transfer-Encoding: chunked\r\nContent-Length: 56",
+        "Content-Length: 5\r\nTransfer-Encoding: chunked\r\nContent-Length: 5",
     ] {
         let req = format!(
             "POST /first HTTP/1.1\r\nHost: a.localhost\r\n{head}\r\n\r\n5\r\nhello\r\n0\r\n\r\n{SMUGGLED}"
         );
         let answer = raw(router.addr, &req).await;
-        let status = raw_status(&answer);
-        assert!(status == 200 || status == 400, "{status}: {answer}");
+        assert_eq!(raw_status(&answer), 400, "{head:?}: {answer}");
         assert_eq!(
             answer.matches("HTTP/1.1").count(),
             1,
             "one answer, then closed: {answer}"
         );
     }
-    assert_nothing_smuggled(&rec);
-    for seen in rec.seen() {
-        assert_eq!(
-            (seen.method.as_str(), seen.path.as_str()),
-            ("POST", "/first")
-        );
-        assert!(
-            seen.header("content-length").is_empty() || seen.header("content-length") == ["5"],
-            "{seen:?}"
-        );
-        assert_eq!(seen.body.as_deref().ok(), Some(&b"hello"[..]), "{seen:?}");
-    }
+    assert!(
+        rec.seen().is_empty(),
+        "nothing reached the app: {:?}",
+        rec.seen()
+    );
 }
 
 #[tokio::test]
