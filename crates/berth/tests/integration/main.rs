@@ -9,6 +9,7 @@ mod deploy;
 mod errors;
 mod limits;
 mod router;
+mod router_streaming;
 mod routing;
 mod runs;
 mod supervision;

@@ -13,4 +13,5 @@ mod slow_clients;
 mod smuggling;
 mod static_files;
 mod stats;
+mod streaming;
 mod util;

@@ -112,6 +112,10 @@ async fn the_app_gets_the_routers_framing_not_the_clients() {
 
     let seen = rec.seen();
     assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("POST", "/c")
+    );
     assert_eq!(seen[0].body.as_deref().ok(), Some(&b"abcde"[..]));
     assert!(
         seen[0].header("content-length").is_empty() || seen[0].header("content-length") == ["5"],
