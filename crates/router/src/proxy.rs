@@ -39,6 +39,7 @@ use crate::headers::{self, X_REQUEST_ID};
 use crate::health;
 use crate::request_body::{BodyFault, ClientBody};
 use crate::static_files;
+use crate::stats::BackendStats;
 use crate::table::{normalize_host, App, BackendState, LoadGuard, Routes};
 use crate::upstream::{self, Conn, SendBody, Upstream};
 
@@ -65,6 +66,8 @@ struct Ctx {
     entry: Option<Entry>,
     /// Holds the chosen backend's load until the response body ends.
     load: Option<LoadGuard>,
+    /// The answering backend's counters, for its latency.
+    backend_stats: Option<Arc<BackendStats>>,
     /// The app, once routed: its counters settle when the response ends.
     app: Option<Arc<App>>,
     started: Instant,
@@ -91,6 +94,7 @@ pub(crate) async fn handle(
         request_id: headers::request_id(req.headers()),
         entry: None,
         load: None,
+        backend_stats: None,
         app: None,
         started,
     };
@@ -316,6 +320,7 @@ async fn attempt(
     }
     let mut resp = sent?;
     ctx.load = Some(load);
+    ctx.backend_stats = Some(Arc::clone(&backend.stats));
     headers::strip_hop_by_hop(resp.headers_mut());
     Ok(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()))
 }
@@ -429,6 +434,7 @@ fn finish(mut resp: Response<Body>, ctx: Ctx, access_log: Option<LogShipper>) ->
     let Ctx {
         entry,
         load,
+        backend_stats,
         app,
         started,
         ..
@@ -446,8 +452,12 @@ fn finish(mut resp: Response<Body>, ctx: Ctx, access_log: Option<LogShipper>) ->
             body,
             Box::new(move |bytes| {
                 drop(load);
+                let elapsed = started.elapsed();
                 if let Some(app) = app {
-                    app.stats.record(status, started.elapsed());
+                    app.stats.record(status, elapsed);
+                }
+                if let Some(backend) = backend_stats {
+                    backend.latency.record(elapsed);
                 }
                 if let (Some(entry), Some(log)) = (entry, access_log) {
                     entry.send(&log, bytes);

@@ -32,14 +32,49 @@ const BOUNDS: [f64; 11] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
+/// Time to the end of the response body, as a histogram.
+#[derive(Debug, Default)]
+pub(crate) struct Latency {
+    buckets: [AtomicU64; BOUNDS.len()],
+    count: AtomicU64,
+    micros_sum: AtomicU64,
+}
+
+impl Latency {
+    pub(crate) fn record(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = BOUNDS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.micros_sum
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The `_bucket`, `_sum` and `_count` lines of `metric` for `labels`.
+    fn write(&self, out: &mut String, metric: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, bound) in BOUNDS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{metric}_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let sum = self.micros_sum.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{metric}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{metric}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{metric}_count{{{labels}}} {count}");
+    }
+}
+
 /// What one app has answered.
 #[derive(Debug, Default)]
 pub(crate) struct AppStats {
     /// Responses by status class: 1xx … 5xx.
     by_class: [AtomicU64; 5],
-    /// Time to the end of the response body, as a histogram.
-    buckets: [AtomicU64; BOUNDS.len()],
-    micros_sum: AtomicU64,
+    latency: Latency,
 }
 
 /// What one instance has answered.
@@ -49,6 +84,8 @@ pub(crate) struct BackendStats {
     /// Attempts that got no usable response: connect failures, empty or
     /// broken responses, timeouts.
     pub failures: AtomicU64,
+    /// Of the responses this instance began.
+    pub latency: Latency,
 }
 
 impl AppStats {
@@ -56,12 +93,7 @@ impl AppStats {
     pub(crate) fn record(&self, status: StatusCode, elapsed: Duration) {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.by_class[class].fetch_add(1, Ordering::Relaxed);
-        let secs = elapsed.as_secs_f64();
-        if let Some(i) = BOUNDS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.micros_sum
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.latency.record(elapsed);
     }
 
     fn total(&self) -> u64 {
@@ -170,28 +202,24 @@ pub(crate) fn prometheus(routes: &Routes) -> String {
     }
     out.push_str("# HELP berth_router_request_duration_seconds Time to the end of the response.\n# TYPE berth_router_request_duration_seconds histogram\n");
     for app in &apps {
-        let mut cumulative = 0;
-        for (i, bound) in BOUNDS.iter().enumerate() {
-            cumulative += app.stats.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "berth_router_request_duration_seconds_bucket{{app=\"{}\",le=\"{bound}\"}} {cumulative}", app.name);
+        app.stats.latency.write(
+            &mut out,
+            "berth_router_request_duration_seconds",
+            &format!("app=\"{}\"", app.name),
+        );
+    }
+    out.push_str("# HELP berth_router_backend_request_duration_seconds Time to the end of the response, per instance.\n# TYPE berth_router_backend_request_duration_seconds histogram\n");
+    for app in &apps {
+        for b in &app.backends {
+            b.stats.latency.write(
+                &mut out,
+                "berth_router_backend_request_duration_seconds",
+                &format!(
+                    "app=\"{}\",instance=\"{}\",addr=\"{}\"",
+                    app.name, b.id, b.addr
+                ),
+            );
         }
-        let total = app.stats.total();
-        let sum = app.stats.micros_sum.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "berth_router_request_duration_seconds_bucket{{app=\"{}\",le=\"+Inf\"}} {total}",
-            app.name
-        );
-        let _ = writeln!(
-            out,
-            "berth_router_request_duration_seconds_sum{{app=\"{}\"}} {sum}",
-            app.name
-        );
-        let _ = writeln!(
-            out,
-            "berth_router_request_duration_seconds_count{{app=\"{}\"}} {total}",
-            app.name
-        );
     }
     out.push_str("# HELP berth_router_backend_requests_total Attempts sent to each instance.\n# TYPE berth_router_backend_requests_total counter\n");
     out.push_str("# HELP berth_router_backend_failures_total Attempts that got no usable response.\n# TYPE berth_router_backend_failures_total counter\n");

@@ -62,6 +62,12 @@ async fn counters_per_app_and_instance_on_the_stats_address() {
         metrics.contains(&format!("berth_router_backend_up{{{shop}}} 1")),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(&format!(
+            "berth_router_backend_request_duration_seconds_count{{{shop}}} 3"
+        )),
+        "per-instance latency: {metrics}"
+    );
     let gone = format!("app=\"gone\",instance=\"v1/web.1\",addr=\"{dead}\"");
     assert!(
         metrics.contains(&format!("berth_router_backend_failures_total{{{gone}}} 1")),
