@@ -4,6 +4,13 @@
 //! ```text
 //! method=GET path="/x" host=hello.localhost request_id=… backend=v1/web.1 status=200 bytes=123 duration_ms=4 client=127.0.0.1
 //! ```
+//!
+//! A WebSocket session gets its line when it ends, with `status=101`, the
+//! bytes of both directions and how it ended:
+//!
+//! ```text
+//! method=GET path="/chat" … status=101 bytes=5120 duration_ms=64000 client=127.0.0.1 bytes_in=812 ended=closed
+//! ```
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -55,12 +62,37 @@ impl Entry {
 
     /// Ships the line; never waits (a full buffer drops it).
     pub fn send(&self, shipper: &LogShipper, bytes: u64) {
+        self.ship(shipper, self.line(bytes));
+    }
+}
+
+impl Entry {
+    /// The line of a WebSocket session that ended (`ended`: how, see
+    /// [`crate::tunnel`]): `bytes` went to the client and `bytes_in` came
+    /// from it through the tunnel; the duration is the whole session's.
+    pub fn tunnel_line(&self, to_client: u64, from_client: u64, ended: &str) -> String {
+        let mut plain = self.clone();
+        let error = plain.error.take();
+        let mut s = plain.line(to_client);
+        let _ = write!(s, " bytes_in={from_client} ended={}", value(ended));
+        if let Some(e) = error {
+            let _ = write!(s, " error={}", quoted(&e));
+        }
+        s
+    }
+
+    /// Ships the line of a WebSocket session that ended.
+    pub fn send_tunnel(&self, shipper: &LogShipper, to_client: u64, from_client: u64, ended: &str) {
+        self.ship(shipper, self.tunnel_line(to_client, from_client, ended));
+    }
+
+    fn ship(&self, shipper: &LogShipper, line: String) {
         shipper.send(NewLogLine {
             app: self.app.clone(),
             ts: berth_model::now_millis(),
             source: "router".to_string(),
             scope: None,
-            line: self.line(bytes),
+            line,
             event: None,
         });
     }
@@ -125,5 +157,17 @@ mod tests {
         );
         assert!(line.ends_with(" client=127.0.0.1"), "{line}");
         assert_eq!(value("a b=c"), "\"a b=c\"");
+
+        let ws = Entry {
+            status: StatusCode::SWITCHING_PROTOCOLS,
+            error: Some("backend connection: reset".into()),
+            ..e
+        };
+        let line = ws.tunnel_line(10, 20, "error");
+        assert!(line.contains(" status=101 bytes=10 "), "{line}");
+        assert!(
+            line.ends_with(" bytes_in=20 ended=error error=\"backend connection: reset\""),
+            "{line}"
+        );
     }
 }

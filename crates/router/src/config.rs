@@ -66,6 +66,19 @@ pub struct RouterConfig {
     /// Where to serve the stats page and `/metrics` ([`crate::stats`]); off
     /// when `None`. Keep it on an address only operators reach.
     pub stats_listen: Option<SocketAddr>,
+    /// How long a WebSocket session may pass no byte either way before the
+    /// router closes it (HAProxy's `timeout tunnel`). An hour: browsers do
+    /// not ping on their own and apps that ping do so every 20–60 s, so a
+    /// live session is never cut, while one whose peer vanished without a
+    /// close (a laptop lid, a NAT dropping state) frees its two connections
+    /// within the hour. HAProxy's own WebSocket example sets the same.
+    pub websocket_idle_timeout: Duration,
+    /// How long a WebSocket session may go on once its instance left the
+    /// route table (deploy, scale down) or the router began to shut down,
+    /// before the router closes it with `1001 going away` — long enough to
+    /// finish a message or a transfer under way, short enough not to hold
+    /// a deploy up. Sessions unaffected by a route change are not touched.
+    pub websocket_grace: Duration,
 }
 
 impl Default for RouterConfig {
@@ -86,6 +99,8 @@ impl Default for RouterConfig {
             pool_idle_timeout: Duration::from_secs(60),
             pool_max_idle_per_backend: 1024,
             stats_listen: None,
+            websocket_idle_timeout: Duration::from_secs(3600),
+            websocket_grace: Duration::from_secs(30),
         }
     }
 }

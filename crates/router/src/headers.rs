@@ -1,5 +1,5 @@
-//! Header rewriting, both ways: hop-by-hop headers, the `X-Forwarded-*`
-//! family and the request id.
+//! Header rewriting, both ways: hop-by-hop headers (and the one upgrade
+//! passed on, WebSocket), the `X-Forwarded-*` family and the request id.
 
 use std::net::IpAddr;
 
@@ -44,6 +44,41 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in proxy {
         headers.remove(name);
     }
+}
+
+/// Whether a request asks to become a WebSocket (RFC 6455 §4.1): its
+/// `Connection` names `upgrade` and its `Upgrade` names `websocket`. Only
+/// that upgrade is passed on: for any other (`h2c`, unknown protocols) the
+/// router would have to speak the new protocol to proxy it, so those
+/// requests reach the app as plain requests, hop-by-hop headers stripped.
+pub fn websocket_requested(headers: &HeaderMap) -> bool {
+    has_token(headers, header::CONNECTION, "upgrade")
+        && has_token(headers, header::UPGRADE, "websocket")
+}
+
+/// Whether a response agrees to a WebSocket request: `Upgrade: websocket`
+/// (the caller checks for `101`).
+pub fn websocket_accepted(headers: &HeaderMap) -> bool {
+    has_token(headers, header::UPGRADE, "websocket")
+}
+
+/// Puts back the two headers of a WebSocket upgrade after
+/// [`strip_hop_by_hop`], with only the `websocket` token: nothing else the
+/// client's `Connection` named goes on.
+pub fn set_websocket_upgrade(headers: &mut HeaderMap) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+}
+
+/// Whether a comma-separated header lists `token` (any case). `Upgrade`
+/// tokens may carry a version (`websocket/13` is not `websocket`).
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// Whether a request's `Transfer-Encoding` (if any) is the one framing the
@@ -175,6 +210,40 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["content-type"]);
+    }
+
+    #[test]
+    fn only_websocket_upgrades_are_recognised() {
+        let ws = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+        ]);
+        assert!(websocket_requested(&ws));
+        for not in [
+            &[("connection", "upgrade"), ("upgrade", "h2c")][..],
+            &[
+                ("connection", "upgrade, http2-settings"),
+                ("upgrade", "h2c, websocket/13"),
+            ],
+            &[("upgrade", "websocket")],
+            &[("connection", "upgrade")],
+            &[("connection", "keep-alive"), ("upgrade", "websocket")],
+        ] {
+            assert!(!websocket_requested(&map(not)), "{not:?}");
+        }
+
+        let mut h = map(&[
+            ("connection", "Upgrade, X-Secret"),
+            ("upgrade", "websocket, h2c"),
+            ("x-secret", "1"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]);
+        strip_hop_by_hop(&mut h);
+        set_websocket_upgrade(&mut h);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert!(h.get("x-secret").is_none());
+        assert!(h.contains_key("sec-websocket-key"));
     }
 
     #[test]

@@ -29,6 +29,11 @@
 //! - `balance` — least-conn (power of two choices) and round robin, over the
 //!   backends that are not down.
 //! - `headers` — hop-by-hop stripping, `X-Forwarded-*`, `X-Request-Id`.
+//! - `websocket` — which requests are WebSocket handshakes, and sending one
+//!   on a connection of its own.
+//! - `tunnel` — a WebSocket session after its `101`: bytes both ways, idle
+//!   timeout, grace and `1001` close frames when its instance leaves or the
+//!   router stops.
 //! - [`trusted`] — [`TrustedProxies`], whose `X-Forwarded-*` are believed.
 //! - [`limits`] — the connection limits.
 //! - [`rate_limit`] — [`RateLimit`] and its per-client limiter (GCRA).
@@ -64,7 +69,9 @@ mod static_files;
 pub mod stats;
 pub mod table;
 pub mod trusted;
+mod tunnel;
 mod upstream;
+mod websocket;
 
 /// Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`): the
 /// router's own parsing and rewriting, without a server around it.

@@ -15,8 +15,11 @@
 //! 6. **rewrite response** — hop-by-hop out, `X-Request-Id` in;
 //! 7. **log** — when the response body ends ([`finish`]).
 //!
-//! Per-request state lives in one [`Ctx`]. TLS and upgrades will be further
-//! phases here.
+//! A WebSocket handshake takes phases 3–6 of its own ([`upgrade`]): a
+//! connection of its own, and on `101` a tunnel that logs the session when
+//! it ends ([`crate::tunnel`]).
+//!
+//! Per-request state lives in one [`Ctx`]. TLS will be a further phase here.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -41,7 +44,9 @@ use crate::request_body::{BodyFault, ClientBody};
 use crate::static_files;
 use crate::stats::BackendStats;
 use crate::table::{normalize_host, App, BackendState, LoadGuard, Routes};
+use crate::tunnel::{Session, Tunnels};
 use crate::upstream::{self, Conn, SendBody, Upstream};
+use crate::websocket;
 
 /// What every request handler shares.
 pub(crate) struct Shared {
@@ -49,6 +54,8 @@ pub(crate) struct Shared {
     pub config: RouterConfig,
     pub client: Upstream,
     pub access_log: Option<LogShipper>,
+    /// Open WebSocket sessions, given their grace when the router stops.
+    pub tunnels: Tunnels,
 }
 
 /// Per-request state, filled in phase by phase.
@@ -108,6 +115,9 @@ pub(crate) async fn handle(
                 Err(e) => Err(e),
                 Ok(()) => match serve_static(&app, &req, &mut ctx).await {
                     Some(result) => result,
+                    None if websocket::requested(&req) => {
+                        upgrade(&shared, &app, req, &mut ctx).await
+                    }
                     None => forward(&shared, &app, req, &mut ctx).await,
                 },
             }
@@ -369,6 +379,90 @@ fn observe(app: &App, backend: &BackendState, error: Option<&ProxyError>) {
         // Slow or bad answers say nothing about whether the process is up.
         Some(_) => {}
     }
+}
+
+/// Phases 3–6 for a WebSocket handshake: sent on a new connection, to a
+/// second backend only when the first could not be reached (nothing reached
+/// it). A `101` joins client and backend in a tunnel, which takes over the
+/// load and the access line; any other answer is proxied as usual.
+async fn upgrade(
+    shared: &Shared,
+    app: &App,
+    mut req: Request<Incoming>,
+    ctx: &mut Ctx,
+) -> Result<Response<Body>, ProxyError> {
+    let client = hyper::upgrade::on(&mut req);
+    let (mut parts, _) = req.into_parts();
+    rewrite_request(&mut parts, ctx);
+    headers::set_websocket_upgrade(&mut parts.headers);
+    let first = balance::pick(app, None).ok_or_else(|| ProxyError::NoBackends(app.name.clone()))?;
+    let (index, mut resp) = match handshake(shared, app, first, &parts, ctx).await {
+        Err(e) if e.retry_safe() => match balance::pick(app, Some(first)) {
+            Some(second) => (second, handshake(shared, app, second, &parts, ctx).await?),
+            None => return Err(e),
+        },
+        sent => (first, sent?),
+    };
+    let backend = &app.backends[index];
+    let switched = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+    if switched && !headers::websocket_accepted(resp.headers()) {
+        return Err(websocket::wrong_upgrade(backend));
+    }
+    headers::strip_hop_by_hop(resp.headers_mut());
+    if switched {
+        headers::set_websocket_upgrade(resp.headers_mut());
+        let to_backend = hyper::upgrade::on(&mut resp);
+        if let Some(load) = ctx.load.take() {
+            let entry = ctx.entry.take().map(|mut e| {
+                e.status = resp.status();
+                e
+            });
+            let session = Session {
+                entry,
+                log: shared.access_log.clone(),
+                load,
+                gauge: app.stats.tunnel_opened(),
+                removed: backend.removed.clone(),
+                idle_timeout: shared.config.websocket_idle_timeout,
+                grace: shared.config.websocket_grace,
+            };
+            shared.tunnels.open(client, to_backend, session);
+        }
+    }
+    Ok(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()))
+}
+
+/// One handshake attempt on the backend at `index`, counted like
+/// [`attempt`]; on success its load is in `ctx`.
+async fn handshake(
+    shared: &Shared,
+    app: &App,
+    index: usize,
+    parts: &Parts,
+    ctx: &mut Ctx,
+) -> Result<Response<Incoming>, ProxyError> {
+    let backend = &app.backends[index];
+    if let Some(entry) = ctx.entry.as_mut() {
+        entry.backend = backend.id.clone();
+    }
+    let load = backend.begin();
+    let config = &shared.config;
+    let sent = websocket::handshake(
+        backend,
+        parts,
+        config.connect_timeout,
+        config.upstream_timeout,
+    )
+    .await;
+    observe(app, backend, sent.as_ref().err());
+    backend.stats.requests.fetch_add(1, Ordering::Relaxed);
+    if sent.is_err() {
+        backend.stats.failures.fetch_add(1, Ordering::Relaxed);
+    }
+    if sent.is_ok() {
+        ctx.load = Some(load);
+    }
+    sent
 }
 
 /// Phase 4: what the backend sees of the request head.

@@ -4,6 +4,8 @@
 //! so new connections are refused rather than left hanging), tell every open
 //! connection to finish its current request and close, then wait for them
 //! up to [`RouterConfig::drain_timeout`] before cutting what is left.
+//! WebSocket sessions get [`RouterConfig::websocket_grace`] meanwhile, then
+//! a close frame (`crate::tunnel`).
 //!
 //! Connections over [`RouterConfig::max_connections`] or
 //! [`RouterConfig::max_connections_per_ip`] are closed on accept. A client
@@ -69,6 +71,7 @@ pub async fn run(
         client: upstream::client(&config),
         config,
         access_log,
+        tunnels: Default::default(),
     });
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
@@ -101,10 +104,14 @@ pub async fn run(
         tracing::info!("router shutting down: draining {open} connections");
     }
     let _ = drain_tx.send(true);
-    let drained = tokio::time::timeout(drain_timeout, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
+    // WebSocket sessions left their connections at the upgrade; they get
+    // their own grace meanwhile.
+    let (drained, ()) = tokio::join!(
+        tokio::time::timeout(drain_timeout, async {
+            while conns.join_next().await.is_some() {}
+        }),
+        shared.tunnels.close_all(),
+    );
     if drained.is_err() {
         tracing::warn!(
             "router drain timeout ({drain_timeout:?}) reached: closing {} connections with requests in flight",
@@ -144,7 +151,11 @@ async fn serve_connection(
             async move { Ok::<_, std::convert::Infallible>(proxy::handle(shared, peer, req).await) }
         })
     };
-    let mut conn = builder.serve_connection(TokioIo::new(stream), service);
+    // Upgrades: a WebSocket handshake answered `101` hands the socket to
+    // its tunnel (`crate::tunnel`).
+    let mut conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
 
     let result = tokio::select! {
         r = &mut conn => r,
@@ -160,7 +171,9 @@ async fn serve_connection(
         Err(e) if e.is_timeout() => {
             // Only a client that began a head hears about it: an idle
             // keep-alive connection is simply closed, as browsers expect.
-            let parts = conn.into_parts();
+            let Some(parts) = conn.into_parts() else {
+                return;
+            };
             if !parts.read_buf.is_empty() {
                 tracing::debug!(%peer, "request head not received in time: 408");
                 let mut stream = parts.io.into_inner();

@@ -13,6 +13,8 @@
 //! max_body = "100MB"            # default for apps without their own
 //! trusted_proxies = ["10.0.0.0/8"]  # whose X-Forwarded-* are believed
 //! stats_listen = "127.0.0.1:8404"   # stats page and /metrics; off if absent
+//! websocket_idle_timeout = "1h" # a WebSocket passing no byte is closed
+//! websocket_grace = "30s"       # a WebSocket's time once its backend left
 //! [[apps]]
 //! name = "bench"
 //! hosts = ["bench.localhost"]
@@ -78,6 +80,8 @@ pub struct Settings {
     pub max_body: Option<u64>,
     pub trusted_proxies: Vec<Net>,
     pub stats_listen: Option<SocketAddr>,
+    pub websocket_idle_timeout: Option<Duration>,
+    pub websocket_grace: Option<Duration>,
 }
 
 /// One app of a standalone configuration.
@@ -129,6 +133,8 @@ struct RawConfig {
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
     stats_listen: Option<Spanned<String>>,
+    websocket_idle_timeout: Option<Spanned<String>>,
+    websocket_grace: Option<Spanned<String>>,
     #[serde(default)]
     apps: Vec<Spanned<RawApp>>,
 }
@@ -295,6 +301,8 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
     };
     let header_read_timeout = duration(&raw.header_read_timeout, "header_read_timeout");
     let body_read_timeout = duration(&raw.body_read_timeout, "body_read_timeout");
+    let websocket_idle_timeout = duration(&raw.websocket_idle_timeout, "websocket_idle_timeout");
+    let websocket_grace = duration(&raw.websocket_grace, "websocket_grace");
     let max_body = size(&raw.max_body, "").unwrap_or_else(|(span, msg)| {
         problem(span, msg);
         None
@@ -328,6 +336,8 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
         body_read_timeout,
         max_body,
         trusted_proxies,
+        websocket_idle_timeout,
+        websocket_grace,
     };
 
     let mut apps = Vec::new();
@@ -496,6 +506,10 @@ impl StandaloneConfig {
                 TrustedProxies::new(s.trusted_proxies.clone())
             },
             stats_listen: s.stats_listen.or(base.stats_listen),
+            websocket_idle_timeout: s
+                .websocket_idle_timeout
+                .unwrap_or(base.websocket_idle_timeout),
+            websocket_grace: s.websocket_grace.unwrap_or(base.websocket_grace),
             ..base
         }
     }

@@ -75,7 +75,13 @@ pub(crate) struct AppStats {
     /// Responses by status class: 1xx … 5xx.
     by_class: [AtomicU64; 5],
     latency: Latency,
+    /// WebSocket sessions open now ([`crate::tunnel`]); their `101` is
+    /// counted among the responses when the handshake is answered.
+    websockets: AtomicU64,
 }
+
+/// Counts one open WebSocket session of an app until dropped.
+pub(crate) struct TunnelGauge(Arc<AppStats>);
 
 /// What one instance has answered.
 #[derive(Debug, Default)]
@@ -96,6 +102,16 @@ impl AppStats {
         self.latency.record(elapsed);
     }
 
+    /// Counts an open WebSocket session until the gauge drops.
+    pub(crate) fn tunnel_opened(self: &Arc<Self>) -> TunnelGauge {
+        self.websockets.fetch_add(1, Ordering::Relaxed);
+        TunnelGauge(Arc::clone(self))
+    }
+
+    fn websockets(&self) -> u64 {
+        self.websockets.load(Ordering::Relaxed)
+    }
+
     fn total(&self) -> u64 {
         self.by_class
             .iter()
@@ -105,6 +121,12 @@ impl AppStats {
 
     fn class(&self, i: usize) -> u64 {
         self.by_class[i].load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for TunnelGauge {
+    fn drop(&mut self) {
+        self.0.websockets.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -221,6 +243,15 @@ pub(crate) fn prometheus(routes: &Routes) -> String {
             );
         }
     }
+    out.push_str("# HELP berth_router_websockets_open WebSocket sessions open now.\n# TYPE berth_router_websockets_open gauge\n");
+    for app in &apps {
+        let _ = writeln!(
+            out,
+            "berth_router_websockets_open{{app=\"{}\"}} {}",
+            app.name,
+            app.stats.websockets()
+        );
+    }
     out.push_str("# HELP berth_router_backend_requests_total Attempts sent to each instance.\n# TYPE berth_router_backend_requests_total counter\n");
     out.push_str("# HELP berth_router_backend_failures_total Attempts that got no usable response.\n# TYPE berth_router_backend_failures_total counter\n");
     out.push_str("# HELP berth_router_backend_in_flight Requests outstanding per instance.\n# TYPE berth_router_backend_in_flight gauge\n");
@@ -281,9 +312,9 @@ fn html(routes: &Routes, rates: &Rates) -> String {
         };
         let _ = writeln!(
             out,
-            "<h2>{}</h2><table><tr><th>req/s</th><th>requests</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th><th>5xx rate</th></tr>\
-             <tr><td>{:.1}</td><td>{total}</td><td>{}</td><td>{}</td><td>{}</td><td>{errors}</td><td>{rate:.2}%</td></tr></table>",
-            esc(&app.name), rates.of(&app.name), s.class(1), s.class(2), s.class(3),
+            "<h2>{}</h2><table><tr><th>req/s</th><th>requests</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th><th>5xx rate</th><th>websockets</th></tr>\
+             <tr><td>{:.1}</td><td>{total}</td><td>{}</td><td>{}</td><td>{}</td><td>{errors}</td><td>{rate:.2}%</td><td>{}</td></tr></table>",
+            esc(&app.name), rates.of(&app.name), s.class(1), s.class(2), s.class(3), s.websockets(),
         );
         out.push_str("<table><tr><th>instance</th><th>address</th><th>health</th><th>in flight</th><th>requests</th><th>failures</th></tr>\n");
         for b in &app.backends {

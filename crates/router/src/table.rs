@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, Weak};
 use arc_swap::ArcSwap;
 use berth_model::{Balance, HealthCheck, RouteTable, StaticFiles};
 use http::uri::Authority;
+use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
 use crate::rate_limit::Limiter;
@@ -92,6 +93,10 @@ pub(crate) struct BackendState {
     pub health: Arc<Health>,
     /// Attempts and failures, kept like `health`.
     pub stats: Arc<BackendStats>,
+    /// Cancelled when the instance leaves the table (its WebSocket sessions
+    /// then get their grace); kept like `health`, so a table that keeps the
+    /// instance leaves its sessions alone.
+    pub removed: CancellationToken,
 }
 
 /// Holds one unit of a backend's load until dropped.
@@ -113,7 +118,11 @@ impl Routes {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let old = self.inner.table.load();
         let compiled = Table::compile(table, &old);
+        let gone = old.removed_in(&compiled);
         self.inner.table.store(Arc::new(compiled));
+        for token in gone {
+            token.cancel();
+        }
     }
 
     /// Revision of the table in use (0 before the first update).
@@ -157,6 +166,7 @@ impl Table {
         let mut limiters: HashMap<&str, &Arc<Limiter>> = HashMap::new();
         let mut app_stats: HashMap<&str, &Arc<AppStats>> = HashMap::new();
         let mut backend_stats: HashMap<(&str, &str), &Arc<BackendStats>> = HashMap::new();
+        let mut removed: HashMap<(&str, &str), &CancellationToken> = HashMap::new();
         for app in &old.apps {
             nexts.insert(&app.name, &app.next);
             app_stats.insert(&app.name, &app.stats);
@@ -167,6 +177,7 @@ impl Table {
                 loads.insert(&b.addr, &b.load);
                 healths.insert((&b.addr, &b.id), &b.health);
                 backend_stats.insert((&b.addr, &b.id), &b.stats);
+                removed.insert((&b.addr, &b.id), &b.removed);
             }
         }
         let mut hosts = HashMap::new();
@@ -186,6 +197,9 @@ impl Table {
                         stats: backend_stats
                             .get(&(b.addr.as_str(), b.id.as_str()))
                             .map_or_else(Default::default, |s| Arc::clone(s)),
+                        removed: removed
+                            .get(&(b.addr.as_str(), b.id.as_str()))
+                            .map_or_else(Default::default, |t| (*t).clone()),
                         socket_addr: b.addr.parse().ok(),
                         addr: b.addr,
                         id: b.id,
@@ -233,6 +247,23 @@ impl Table {
             hosts,
             apps,
         }
+    }
+
+    /// The removal signals of this table's instances that `next` does not
+    /// have (same address and instance id).
+    fn removed_in(&self, next: &Table) -> Vec<CancellationToken> {
+        let kept: std::collections::HashSet<(&str, &str)> = next
+            .apps
+            .iter()
+            .flat_map(|a| &a.backends)
+            .map(|b| (b.addr.as_str(), b.id.as_str()))
+            .collect();
+        self.apps
+            .iter()
+            .flat_map(|a| &a.backends)
+            .filter(|b| !kept.contains(&(b.addr.as_str(), b.id.as_str())))
+            .map(|b| b.removed.clone())
+            .collect()
     }
 
     /// Every app, once each.

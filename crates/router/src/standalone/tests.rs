@@ -315,3 +315,31 @@ health_check = { path = "/up", interval = "1s", timeout = "3s" }
         "{p:#?}"
     );
 }
+
+#[test]
+fn websocket_timeouts_are_read_and_checked() {
+    let text = "websocket_idle_timeout = \"2h\"\nwebsocket_grace = \"5s\"\n";
+    let Ok(c) = parse(text, Path::new("/")) else {
+        panic!("valid file refused")
+    };
+    let rc = c.router_config(RouterConfig::default());
+    assert_eq!(rc.websocket_idle_timeout, Duration::from_secs(7200));
+    assert_eq!(rc.websocket_grace, Duration::from_secs(5));
+    let defaults = parse("", Path::new("/"))
+        .map(|c| c.router_config(RouterConfig::default()))
+        .map_err(|_| "empty file refused");
+    assert_eq!(
+        defaults.map(|rc| (rc.websocket_idle_timeout, rc.websocket_grace)),
+        Ok((Duration::from_secs(3600), Duration::from_secs(30)))
+    );
+
+    let Err(Problems::Invalid(problems)) =
+        parse("\nwebsocket_grace = \"a while\"\n", Path::new("/"))
+    else {
+        panic!("bad grace accepted")
+    };
+    assert_eq!(
+        problems,
+        ["line 2: websocket_grace \"a while\" is not a duration like \"20s\" or \"500ms\""]
+    );
+}

@@ -30,7 +30,7 @@ impl Size {
     }
 }
 
-/// `"500ms"`, `"20s"`, `"2m"`.
+/// `"500ms"`, `"20s"`, `"2m"`, `"1h"`.
 pub(super) fn parse_duration(text: &str) -> Option<Duration> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit())?;
@@ -40,6 +40,7 @@ pub(super) fn parse_duration(text: &str) -> Option<Duration> {
         "ms" => Some(Duration::from_millis(n)),
         "s" => Some(Duration::from_secs(n)),
         "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
         _ => None,
     }
 }
@@ -64,7 +65,8 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("20s"), Some(Duration::from_secs(20)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        for bad in ["", "20", "s", "1h", "1.5s"] {
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        for bad in ["", "20", "s", "1d", "1.5s"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }

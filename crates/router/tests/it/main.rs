@@ -15,3 +15,4 @@ mod static_files;
 mod stats;
 mod streaming;
 mod util;
+mod websocket;
