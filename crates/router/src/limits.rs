@@ -44,6 +44,21 @@ pub(crate) struct ConnGuard {
     ip: Option<IpAddr>,
 }
 
+/// A connection's place, shared by whoever holds the socket: its HTTP
+/// connection, then the WebSocket session it became.
+#[derive(Clone)]
+pub(crate) struct Held {
+    _guard: Arc<ConnGuard>,
+}
+
+impl Held {
+    pub(crate) fn new(guard: &Arc<ConnGuard>) -> Self {
+        Self {
+            _guard: Arc::clone(guard),
+        }
+    }
+}
+
 impl ConnLimits {
     pub(crate) fn new(max: usize, per_ip: usize, trusted: TrustedProxies) -> Arc<Self> {
         Arc::new(Self {

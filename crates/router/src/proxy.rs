@@ -40,6 +40,7 @@ use crate::config::RouterConfig;
 use crate::error::{ErrorSource, ProxyError};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::health;
+use crate::limits::Held;
 use crate::request_body::{BodyFault, ClientBody};
 use crate::static_files;
 use crate::stats::BackendStats;
@@ -392,6 +393,7 @@ async fn upgrade(
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, ProxyError> {
     let client = hyper::upgrade::on(&mut req);
+    let conn = req.extensions_mut().remove::<Held>();
     let (mut parts, _) = req.into_parts();
     rewrite_request(&mut parts, ctx);
     headers::set_websocket_upgrade(&mut parts.headers);
@@ -422,6 +424,7 @@ async fn upgrade(
                 log: shared.access_log.clone(),
                 load,
                 gauge: app.stats.tunnel_opened(),
+                conn,
                 removed: backend.removed.clone(),
                 idle_timeout: shared.config.websocket_idle_timeout,
                 grace: shared.config.websocket_grace,

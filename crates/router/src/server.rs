@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::RouterConfig;
-use crate::limits::{ConnGuard, ConnLimits, Refused};
+use crate::limits::{ConnGuard, ConnLimits, Held, Refused};
 use crate::proxy::{self, Shared};
 use crate::table::Routes;
 use crate::upstream;
@@ -128,10 +128,13 @@ pub async fn run(
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    _guard: ConnGuard,
+    guard: ConnGuard,
     shared: Arc<Shared>,
     mut drain: watch::Receiver<bool>,
 ) {
+    // Shared with a WebSocket session, which keeps the connection's place
+    // in the limits once it leaves hyper.
+    let guard = Arc::new(guard);
     // Responses are written in a few large writes; Nagle would only delay
     // the last segment of each.
     let _ = stream.set_nodelay(true);
@@ -146,7 +149,11 @@ async fn serve_connection(
         .max_headers(config.max_headers);
     let service = {
         let shared = Arc::clone(&shared);
-        service_fn(move |req| {
+        let guard = Arc::clone(&guard);
+        service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            if req.headers().contains_key(http::header::UPGRADE) {
+                req.extensions_mut().insert(Held::new(&guard));
+            }
             let shared = Arc::clone(&shared);
             async move { Ok::<_, std::convert::Infallible>(proxy::handle(shared, peer, req).await) }
         })

@@ -19,7 +19,8 @@
 //!
 //! A session is logged when it ends ([`crate::access_log`]: status 101, bytes
 //! both ways, duration, how it ended) and counted per app while open
-//! ([`crate::stats`]). [`Tunnels`] keeps every open session of a router so
+//! ([`crate::stats`]), and against the connection limits
+//! ([`crate::limits`]) like the connection it came from. [`Tunnels`] keeps every open session of a router so
 //! its shutdown can give them their grace.
 
 mod frames;
@@ -39,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access_log::Entry;
+use crate::limits::Held;
 use crate::stats::TunnelGauge;
 use crate::table::LoadGuard;
 use frames::{close_frame, Frames};
@@ -71,6 +73,8 @@ pub(crate) struct Session {
     pub load: LoadGuard,
     /// Counts the session among its app's open ones.
     pub gauge: TunnelGauge,
+    /// The client connection's place in the connection limits.
+    pub conn: Option<Held>,
     /// Cancelled when the backend's instance leaves the route table.
     pub removed: CancellationToken,
     pub idle_timeout: Duration,
@@ -123,6 +127,7 @@ impl Tunnels {
             log,
             load,
             gauge,
+            conn,
             removed,
             idle_timeout,
             grace,
@@ -141,7 +146,7 @@ impl Tunnels {
                 }
                 Err(e) => (Ended::Error, Some(format!("upgrade failed: {e}"))),
             };
-            drop((load, gauge));
+            drop((load, gauge, conn));
             if let (Some(mut entry), Some(log)) = (entry, log) {
                 entry.error = error;
                 entry.send_tunnel(

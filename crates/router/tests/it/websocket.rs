@@ -422,6 +422,47 @@ async fn shutdown_gives_sessions_the_grace_then_closes_them() {
 }
 
 #[tokio::test]
+async fn sessions_count_against_the_connections_per_address() {
+    let echo = Echo::start().await;
+    let config = RouterConfig {
+        max_connections_per_ip: 2,
+        ..Default::default()
+    };
+    let router = Router::start_with(
+        config,
+        table(vec![app("echo", &["echo.localhost"], &[echo.addr])]),
+    )
+    .await;
+    let mut first = connect(router.addr, "echo.localhost", "/").await;
+    let mut second = connect(router.addr, "echo.localhost", "/").await;
+    round_trip(&mut first, "one").await;
+    round_trip(&mut second, "two").await;
+    let mut third = TcpStream::connect(router.addr).await.expect("connect");
+    assert!(
+        closed_by_peer(&mut third).await,
+        "a third connection from the address was served"
+    );
+
+    drop(first);
+    eventually("the closed session's place given back", || async {
+        let mut s = TcpStream::connect(router.addr).await.expect("connect");
+        !closed_by_peer_within(&mut s, Duration::from_millis(100)).await
+    })
+    .await;
+    round_trip(&mut second, "still two").await;
+}
+
+/// Whether the peer closed `stream` within `within`.
+async fn closed_by_peer_within(stream: &mut TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
 async fn a_handshake_goes_to_another_instance_when_one_is_down() {
     let echo = Echo::start().await;
     let dead = closed_port().await;
