@@ -48,6 +48,8 @@ pub struct UpArgs {
     #[arg(long, env = "BERTH_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     pub http_listen: SocketAddr,
     #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
     pub agent: AgentTuning,
     #[command(flatten)]
     pub router: RouterTuning,
@@ -107,6 +109,20 @@ impl RouterTuning {
             ..base
         }
     }
+}
+
+/// HTTPS for the router (`up`, and `router` following a server).
+#[derive(Args, Debug, Clone)]
+pub struct TlsArgs {
+    /// Also serve apps over HTTPS on this address (needs --certs).
+    #[arg(long, env = "BERTH_LISTEN_TLS", requires = "certs")]
+    pub listen_tls: Option<SocketAddr>,
+    /// Certificates for HTTPS, laid out as certbot's live directory:
+    /// NAME/fullchain.pem and NAME/privkey.pem per certificate (e.g.
+    /// /etc/letsencrypt/live). Picked by SNI; the first (by name) is the
+    /// default; reloaded when the files change.
+    #[arg(long, env = "BERTH_CERTS", requires = "listen_tls")]
+    pub certs: Option<PathBuf>,
 }
 
 /// Agent settings shared by `up` and `agent`.
@@ -169,6 +185,11 @@ pub struct RouterArgs {
     /// Address to serve on when following a server.
     #[arg(long, env = "BERTH_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Check the config file and its certificates, then exit (0 if good).
+    #[arg(long, requires = "config")]
+    pub check: bool,
     /// This router's name, unique among routers: drains wait for each named
     /// router to confirm [default: router@HOSTNAME].
     #[arg(long, env = "BERTH_ROUTER_NAME")]
@@ -249,6 +270,45 @@ async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpLis
     TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr} for the {what}: is another Berth running? Pick another address with {flag}")
     })
+}
+
+/// Loads `certificates` (failing on any unusable file, each named), binds
+/// `addr`, and keeps the certificates reloaded until `shutdown`.
+async fn tls_listener(
+    addr: SocketAddr,
+    certificates: berth_router::tls::CertSources,
+    flag: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<berth_router::TlsListener> {
+    let certs = load_certificates(certificates)?;
+    let listener = bind(addr, "router's HTTPS", flag).await?;
+    tokio::spawn(certs.clone().watch(shutdown));
+    Ok(berth_router::TlsListener { listener, certs })
+}
+
+fn load_certificates(
+    certificates: berth_router::tls::CertSources,
+) -> anyhow::Result<berth_router::tls::Certificates> {
+    let certs = berth_router::tls::Certificates::load(certificates)
+        .context("cannot serve HTTPS: fix or replace the certificate files")?;
+    Ok(certs)
+}
+
+/// The HTTPS listener the flags ask for, if any.
+async fn tls_from_flags(
+    tls: &TlsArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Option<berth_router::TlsListener>> {
+    let (Some(addr), Some(dir)) = (tls.listen_tls, &tls.certs) else {
+        return Ok(None);
+    };
+    let sources = berth_router::tls::CertSources {
+        files: Vec::new(),
+        dir: Some(dir.clone()),
+    };
+    Ok(Some(
+        tls_listener(addr, sources, "--listen-tls", shutdown).await?,
+    ))
 }
 
 /// `http://localhost:PORT` for loopback addresses (so `APP.localhost` URLs
@@ -378,8 +438,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         apps_domain: args.control.apps_domain.clone(),
         ..Default::default()
     });
-    let router = tokio::spawn(berth_router::run(
+    let tls = tls_from_flags(&args.tls, shutdown.wait()).await?;
+    let https = tls.as_ref().map(|t| t.listener.local_addr()).transpose()?;
+    let router = tokio::spawn(berth_router::run_with_tls(
         http,
+        tls,
         routes,
         router_config,
         Some(logs),
@@ -393,6 +456,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         "  apps:   {router_url} (as http://APP.{}:PORT/)",
         args.control.apps_domain
     );
+    if let Some(addr) = https {
+        println!("  HTTPS:  https://{addr} (certificates from --certs, by SNI)");
+    }
     if let Some(p) = &config_path {
         println!("  CLI config (URL and admin token): {}", p.display());
     }
@@ -472,10 +538,18 @@ pub async fn router(
     shutdown.on_signals()?;
     let routes = berth_router::Routes::new();
     let mut router_config = berth_router::RouterConfig::default();
-    let (listener, logs) = match &args.config {
+    let (listener, tls, logs) = match &args.config {
         Some(path) => {
             let config = berth_router::standalone::load(path)
                 .with_context(|| format!("invalid router config {}", path.display()))?;
+            if args.check {
+                if let Some(tls) = &config.tls {
+                    let certs = load_certificates(tls.certificates.clone())?;
+                    println!("certificates: {}", certs.names().join(", "));
+                }
+                println!("{}: OK ({} apps)", path.display(), config.apps.len());
+                return Ok(());
+            }
             config.apply(&routes);
             router_config = config.router_config(router_config);
             tokio::spawn(berth_router::standalone::watch_file(
@@ -483,8 +557,21 @@ pub async fn router(
                 routes.clone(),
                 shutdown.wait(),
             ));
+            let tls = match &config.tls {
+                Some(tls) => Some(
+                    tls_listener(
+                        tls.listen,
+                        tls.certificates.clone(),
+                        "`listen_tls` in the config file",
+                        shutdown.wait(),
+                    )
+                    .await?,
+                ),
+                None => None,
+            };
             (
                 bind(config.listen, "router", "`listen` in the config file").await?,
+                tls,
                 None,
             )
         }
@@ -502,6 +589,7 @@ pub async fn router(
             ));
             (
                 bind(args.listen, "router", "--listen").await?,
+                tls_from_flags(&args.tls, shutdown.wait()).await?,
                 Some(LogShipper::spawn(client)),
             )
         }
@@ -511,7 +599,14 @@ pub async fn router(
         "Berth router listening on http://{}",
         listener.local_addr()?
     );
-    berth_router::run(listener, routes, router_config, logs, shutdown.wait()).await?;
+    if let Some(tls) = &tls {
+        println!(
+            "Berth router listening on https://{} for {}",
+            tls.listener.local_addr()?,
+            tls.certs.names().join(", ")
+        );
+    }
+    berth_router::run_with_tls(listener, tls, routes, router_config, logs, shutdown.wait()).await?;
     Ok(())
 }
 

@@ -79,6 +79,12 @@ pub struct RouterConfig {
     /// finish a message or a transfer under way, short enough not to hold
     /// a deploy up. Sessions unaffected by a route change are not touched.
     pub websocket_grace: Duration,
+    /// Whether TLS clients may speak HTTP/2 (offered by ALPN next to
+    /// HTTP/1.1). Backends get HTTP/1.1 either way.
+    pub http2: bool,
+    /// Most requests one HTTP/2 connection may have open at once
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`); each is a backend request.
+    pub http2_max_streams: u32,
 }
 
 impl Default for RouterConfig {
@@ -101,6 +107,8 @@ impl Default for RouterConfig {
             stats_listen: None,
             websocket_idle_timeout: Duration::from_secs(3600),
             websocket_grace: Duration::from_secs(30),
+            http2: true,
+            http2_max_streams: 100,
         }
     }
 }

@@ -120,6 +120,7 @@ pub fn rewrite_request(
     host: Option<HeaderValue>,
     peer: IpAddr,
     trusted_peer: bool,
+    secure: bool,
     request_id: &HeaderValue,
 ) {
     strip_hop_by_hop(headers);
@@ -134,7 +135,14 @@ pub fn rewrite_request(
     if let Some(h) = &host {
         headers.insert(header::HOST, h.clone());
     }
-    set_forwarded(headers, peer, trusted_peer, host.as_ref(), request_id);
+    set_forwarded(
+        headers,
+        peer,
+        trusted_peer,
+        secure,
+        host.as_ref(),
+        request_id,
+    );
 }
 
 /// Sets the headers an app reads to learn about the original request.
@@ -143,10 +151,13 @@ pub fn rewrite_request(
 /// `-Host` are replaced, not appended to: the router is the edge, so
 /// anything a client sent there is a claim nobody checked. A trusted proxy's
 /// chain is kept with the peer appended, and its `-Proto`/`-Host` stand.
+/// `-Proto` is otherwise `https` when the request came over TLS (`secure`),
+/// `http` if not.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
     trusted: bool,
+    secure: bool,
     host: Option<&HeaderValue>,
     request_id: &HeaderValue,
 ) {
@@ -168,7 +179,8 @@ pub fn set_forwarded(
         headers.insert(X_FORWARDED_FOR, v);
     }
     if !(trusted && headers.contains_key(X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        let proto = if secure { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !(trusted && headers.contains_key(X_FORWARDED_HOST)) {
         match host {
@@ -287,7 +299,7 @@ mod tests {
             ("x-forwarded-proto", "https"),
         ]);
         let id = HeaderValue::from_static("id1");
-        set_forwarded(&mut h, Ipv4Addr::LOCALHOST.into(), false, None, &id);
+        set_forwarded(&mut h, Ipv4Addr::LOCALHOST.into(), false, false, None, &id);
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert!(h.get("x-forwarded-host").is_none());
@@ -305,9 +317,45 @@ mod tests {
         ]);
         let host = HeaderValue::from_static("internal");
         let id = HeaderValue::from_static("id1");
-        set_forwarded(&mut h, Ipv4Addr::LOCALHOST.into(), true, Some(&host), &id);
+        set_forwarded(
+            &mut h,
+            Ipv4Addr::LOCALHOST.into(),
+            true,
+            false,
+            Some(&host),
+            &id,
+        );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 5.6.7.8, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "shop.example");
+    }
+
+    #[test]
+    fn forwarded_proto_says_how_the_request_came() {
+        let id = HeaderValue::from_static("id1");
+        for (secure, trusted, sent, want) in [
+            (true, false, None, "https"),
+            (false, false, None, "http"),
+            (true, false, Some("http"), "https"),
+            (false, false, Some("https"), "http"),
+            // A trusted proxy in front terminated TLS itself (or not).
+            (false, true, Some("https"), "https"),
+            (true, true, Some("http"), "http"),
+            (true, true, None, "https"),
+        ] {
+            let mut h = HeaderMap::new();
+            if let Some(v) = sent {
+                h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(v));
+            }
+            set_forwarded(
+                &mut h,
+                Ipv4Addr::LOCALHOST.into(),
+                trusted,
+                secure,
+                None,
+                &id,
+            );
+            assert_eq!(h[X_FORWARDED_PROTO], want, "{secure} {trusted} {sent:?}");
+        }
     }
 }

@@ -14,7 +14,10 @@
 //! ```
 //!
 //! # Layout
-//! - [`server`] — [`run`], the accept loop and graceful drain.
+//! - [`server`] — [`run`], the accept loop and graceful drain; HTTPS with
+//!   [`run_with_tls`].
+//! - [`tls`] — [`tls::Certificates`]: chosen by SNI, reloaded on change.
+//! - `http2` — HTTP/2 clients (over TLS) and their defences.
 //! - `proxy` — the request path as named phases, with per-request state in
 //!   one context.
 //! - `upstream` — one send attempt, and how its failure is judged.
@@ -58,6 +61,7 @@ pub mod control_plane;
 pub mod error;
 mod headers;
 mod health;
+mod http2;
 pub mod limits;
 mod pool;
 mod proxy;
@@ -68,6 +72,7 @@ pub mod standalone;
 mod static_files;
 pub mod stats;
 pub mod table;
+pub mod tls;
 pub mod trusted;
 mod tunnel;
 mod upstream;
@@ -97,6 +102,7 @@ pub mod fuzzing {
             host,
             Ipv4Addr::LOCALHOST.into(),
             trusted_peer,
+            false,
             &id,
         );
     }
@@ -106,6 +112,6 @@ pub use config::RouterConfig;
 pub use control_plane::{follow_control_plane, follow_control_plane_as};
 pub use error::{ErrorSource, ProxyError};
 pub use rate_limit::RateLimit;
-pub use server::run;
+pub use server::{run, run_with_tls, TlsListener};
 pub use table::Routes;
 pub use trusted::TrustedProxies;

@@ -45,6 +45,7 @@ use crate::request_body::{BodyFault, ClientBody};
 use crate::static_files;
 use crate::stats::BackendStats;
 use crate::table::{normalize_host, App, BackendState, LoadGuard, Routes};
+use crate::tls::OverTls;
 use crate::tunnel::{Session, Tunnels};
 use crate::upstream::{self, Conn, SendBody, Upstream};
 use crate::websocket;
@@ -478,6 +479,7 @@ fn rewrite_request(parts: &mut Parts, ctx: &Ctx) {
         host,
         ctx.peer.ip(),
         ctx.trusted_peer,
+        parts.extensions.get::<OverTls>().is_some(),
         &ctx.request_id,
     );
 }

@@ -12,6 +12,10 @@
 //! that has not sent a whole request head within
 //! [`RouterConfig::header_read_timeout`] gets `408` and is closed
 //! (slowloris); hyper alone would close it without a word.
+//!
+//! With a [`TlsListener`], connections there are TLS (handshake also cut
+//! off after `header_read_timeout`), then HTTP/2 or HTTP/1.1 as ALPN chose
+//! ([`crate::http2`] for the former); the request path is the same.
 
 use std::future::Future;
 use std::io;
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 use berth_client::logs::LogShipper;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -31,7 +35,14 @@ use crate::config::RouterConfig;
 use crate::limits::{ConnGuard, ConnLimits, Held, Refused};
 use crate::proxy::{self, Shared};
 use crate::table::Routes;
+use crate::tls::{self, Certificates, OverTls};
 use crate::upstream;
+
+/// The listener for HTTPS and the certificates it serves.
+pub struct TlsListener {
+    pub listener: TcpListener,
+    pub certs: Certificates,
+}
 
 /// Serves HTTP/1.1 on `listener` with the live `routes` until `shutdown`
 /// completes, then drains (see the module docs) and returns. Access lines go
@@ -44,8 +55,31 @@ pub async fn run(
     access_log: Option<LogShipper>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    run_with_tls(listener, None, routes, config, access_log, shutdown).await
+}
+
+/// [`run`], and HTTPS on `tls` as well when given.
+pub async fn run_with_tls(
+    listener: TcpListener,
+    tls: Option<TlsListener>,
+    routes: Routes,
+    config: RouterConfig,
+    access_log: Option<LogShipper>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     tracing::info!("router listening on http://{}", listener.local_addr()?);
     crate::checks::start(&routes);
+    let tls = match tls {
+        None => None,
+        Some(t) => {
+            tracing::info!("router listening on https://{}", t.listener.local_addr()?);
+            let server_config = t
+                .certs
+                .server_config(config.http2)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            Some((t.listener, tokio_rustls::TlsAcceptor::from(server_config)))
+        }
+    };
     let (drain_tx, drain_rx) = watch::channel(false);
     if let Some(addr) = config.stats_listen {
         let stats = TcpListener::bind(addr).await.map_err(|e| {
@@ -77,28 +111,39 @@ pub async fn run(
     tokio::pin!(shutdown);
 
     loop {
-        tokio::select! {
+        let (accepted, acceptor) = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => match limits.admit(peer.ip()) {
-                    Ok(guard) => {
-                        conns.spawn(serve_connection(stream, peer, guard, Arc::clone(&shared), drain_rx.clone()));
-                    }
-                    // Dropping the stream closes it.
-                    Err(why) => refusals.note(why, peer, &shared.config),
-                },
-                Err(e) => accept_error(e).await,
-            },
+            accepted = listener.accept() => (accepted, None),
+            accepted = accept_tls(tls.as_ref()) => (accepted, tls.as_ref().map(|t| t.1.clone())),
             // Reap finished connections so the set does not grow forever.
             Some(done) = conns.join_next(), if !conns.is_empty() => {
                 if let Err(e) = done {
                     tracing::error!("connection task failed: {e}");
                 }
+                continue;
             }
+        };
+        match accepted {
+            Ok((stream, peer)) => match limits.admit(peer.ip()) {
+                Ok(guard) => {
+                    conns.spawn(serve_connection(
+                        stream,
+                        peer,
+                        guard,
+                        Arc::clone(&shared),
+                        drain_rx.clone(),
+                        acceptor,
+                    ));
+                }
+                // Dropping the stream closes it.
+                Err(why) => refusals.note(why, peer, &shared.config),
+            },
+            Err(e) => accept_error(e).await,
         }
     }
 
     drop(listener);
+    drop(tls);
     let open = conns.len();
     if open > 0 {
         tracing::info!("router shutting down: draining {open} connections");
@@ -122,15 +167,26 @@ pub async fn run(
     Ok(())
 }
 
+/// The next connection on the TLS listener; never, without one.
+async fn accept_tls(
+    tls: Option<&(TcpListener, tokio_rustls::TlsAcceptor)>,
+) -> io::Result<(TcpStream, SocketAddr)> {
+    match tls {
+        Some((listener, _)) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Serves one client connection until it closes, or until the drain signal,
 /// after which the request under way (if any) is finished and the
-/// connection closed.
+/// connection closed. With an `acceptor`, TLS first.
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     guard: ConnGuard,
     shared: Arc<Shared>,
-    mut drain: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
 ) {
     // Shared with a WebSocket session, which keeps the connection's place
     // in the limits once it leaves hyper.
@@ -138,6 +194,33 @@ async fn serve_connection(
     // Responses are written in a few large writes; Nagle would only delay
     // the last segment of each.
     let _ = stream.set_nodelay(true);
+    let Some(acceptor) = acceptor else {
+        return serve_http1(stream, peer, guard, shared, drain, false).await;
+    };
+    let stream = match tls::accept(&acceptor, stream, shared.config.header_read_timeout).await {
+        Ok(s) => s,
+        // Scanners and clients that distrust the certificate fail here all
+        // the time: detail, not news.
+        Err(e) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
+    };
+    if tls::is_h2(&stream) {
+        crate::http2::serve(TokioIo::new(stream), peer, shared, drain).await
+    } else {
+        serve_http1(stream, peer, guard, shared, drain, true).await
+    }
+}
+
+/// Serves HTTP/1.1 on `stream`; `secure` when it came over TLS.
+async fn serve_http1<S>(
+    stream: S,
+    peer: SocketAddr,
+    guard: Arc<ConnGuard>,
+    shared: Arc<Shared>,
+    mut drain: watch::Receiver<bool>,
+    secure: bool,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let config = &shared.config;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -155,6 +238,9 @@ async fn serve_connection(
                 req.extensions_mut().insert(Held::new(&guard));
             }
             let shared = Arc::clone(&shared);
+            if secure {
+                req.extensions_mut().insert(OverTls);
+            }
             async move { Ok::<_, std::convert::Infallible>(proxy::handle(shared, peer, req).await) }
         })
     };

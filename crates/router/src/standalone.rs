@@ -4,6 +4,14 @@
 //! ```toml
 //! listen = "127.0.0.1:8080"
 //! threads = 1
+//! # HTTPS, optional (see `standalone::tls`): certificates by SNI,
+//! # reloaded when their files change.
+//! listen_tls = "127.0.0.1:8443"
+//! certificates_dir = "certs"    # NAME/fullchain.pem + NAME/privkey.pem
+//! [[certificates]]              # and/or one by one; the first is the default
+//! cert = "a.pem"
+//! key = "a.key"
+//! http2 = true                  # offer HTTP/2 to TLS clients (ALPN)
 //! # Router-wide limits, all optional (defaults: RouterConfig). Read at
 //! # start; a reload applies only the apps.
 //! max_connections = 8192
@@ -49,8 +57,10 @@ use crate::config::RouterConfig;
 use crate::table::Routes;
 use crate::trusted::{Net, TrustedProxies};
 
+mod tls;
 mod units;
 
+pub use tls::TlsSettings;
 use units::{parse_duration, Size};
 
 /// How often [`watch_file`] looks at the file.
@@ -65,6 +75,8 @@ pub struct StandaloneConfig {
     pub threads: usize,
     /// Router-wide limits given in the file; the rest keep their defaults.
     pub settings: Settings,
+    /// HTTPS, when the file sets `listen_tls`. Read at start only.
+    pub tls: Option<TlsSettings>,
     /// The apps, in file order.
     pub apps: Vec<StandaloneApp>,
 }
@@ -82,6 +94,7 @@ pub struct Settings {
     pub stats_listen: Option<SocketAddr>,
     pub websocket_idle_timeout: Option<Duration>,
     pub websocket_grace: Option<Duration>,
+    pub http2: Option<bool>,
 }
 
 /// One app of a standalone configuration.
@@ -135,6 +148,11 @@ struct RawConfig {
     stats_listen: Option<Spanned<String>>,
     websocket_idle_timeout: Option<Spanned<String>>,
     websocket_grace: Option<Spanned<String>>,
+    listen_tls: Option<Spanned<String>>,
+    #[serde(default)]
+    certificates: Vec<Spanned<tls::RawCert>>,
+    certificates_dir: Option<Spanned<String>>,
+    http2: Option<bool>,
     #[serde(default)]
     apps: Vec<Spanned<RawApp>>,
 }
@@ -338,7 +356,15 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
         trusted_proxies,
         websocket_idle_timeout,
         websocket_grace,
+        http2: raw.http2,
     };
+    let tls = tls::settings(
+        raw.listen_tls.as_ref(),
+        &raw.certificates,
+        raw.certificates_dir.as_ref(),
+        base,
+        &mut problem,
+    );
 
     let mut apps = Vec::new();
     let mut app_lines: HashMap<String, usize> = HashMap::new();
@@ -460,6 +486,7 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
         listen,
         threads,
         settings,
+        tls,
         apps,
     })
 }
@@ -510,6 +537,7 @@ impl StandaloneConfig {
                 .websocket_idle_timeout
                 .unwrap_or(base.websocket_idle_timeout),
             websocket_grace: s.websocket_grace.unwrap_or(base.websocket_grace),
+            http2: s.http2.unwrap_or(base.http2),
             ..base
         }
     }

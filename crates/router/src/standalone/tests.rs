@@ -343,3 +343,45 @@ fn websocket_timeouts_are_read_and_checked() {
         ["line 2: websocket_grace \"a while\" is not a duration like \"20s\" or \"500ms\""]
     );
 }
+
+#[test]
+fn tls_settings_with_paths_next_to_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("live")).expect("mkdir");
+    let text = r#"
+listen_tls = "127.0.0.1:8443"
+certificates_dir = "live"
+http2 = false
+[[certificates]]
+cert = "a.pem"
+key = "/etc/keys/a.key"
+"#;
+    let c = match parse(text, dir.path()) {
+        Ok(c) => c,
+        Err(Problems::Invalid(p)) => panic!("{p:?}"),
+        Err(Problems::Syntax(s)) => panic!("{s}"),
+    };
+    let tls = c.tls.clone().expect("tls");
+    assert_eq!(tls.listen, "127.0.0.1:8443".parse().expect("addr"));
+    assert_eq!(tls.certificates.dir, Some(dir.path().join("live")));
+    assert_eq!(tls.certificates.files[0].cert, dir.path().join("a.pem"));
+    assert_eq!(tls.certificates.files[0].key, Path::new("/etc/keys/a.key"));
+    assert!(!c.router_config(RouterConfig::default()).http2);
+    let plain = parse("", dir.path()).ok().expect("empty file is valid");
+    assert!(plain.tls.is_none());
+}
+
+#[test]
+fn tls_mistakes_name_their_line() {
+    let p = problems("listen_tls = \"127.0.0.1:8443\"\n");
+    assert!(
+        p[0].starts_with("line 1: listen_tls needs certificates"),
+        "{p:?}"
+    );
+    let p = problems("listen_tls = \"nowhere\"\n[[certificates]]\ncert = \"a\"\nkey = \"b\"\n");
+    assert!(p[0].starts_with("line 1: listen_tls \"nowhere\""), "{p:?}");
+    let p = problems("\n[[certificates]]\ncert = \"a\"\nkey = \"b\"\n");
+    assert!(p[0].contains("without listen_tls"), "{p:?}");
+    let p = problems("listen_tls = \"127.0.0.1:1\"\ncertificates_dir = \"nope\"\n");
+    assert!(p[0].starts_with("line 2: certificates_dir"), "{p:?}");
+}

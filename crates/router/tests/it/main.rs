@@ -2,8 +2,10 @@
 //! HTTP clients, all in-process on 127.0.0.1:0.
 
 mod balance;
+mod certs;
 mod checks;
 mod failover;
+mod http2;
 mod limits;
 mod python;
 mod reload;
@@ -14,5 +16,6 @@ mod smuggling;
 mod static_files;
 mod stats;
 mod streaming;
+mod tls;
 mod util;
 mod websocket;

@@ -1,0 +1,234 @@
+//! HTTP/2 from clients (over TLS, chosen by ALPN), onto the same request
+//! path as HTTP/1.1: each stream becomes one request to an HTTP/1.1 backend
+//! through the pool.
+//!
+//! The defences, and who provides them:
+//! - **Rapid Reset** (CVE-2023-44487): h2 sends GOAWAY after
+//!   [`MAX_PENDING_RESETS`] streams reset by the client before the router
+//!   accepted them, and after [`MAX_LOCAL_RESETS`] streams the router had
+//!   to reset for protocol errors (RUSTSEC-2024-0003). Set explicitly here
+//!   so a change of hyper's defaults cannot loosen them.
+//! - **CONTINUATION flood** (h2 ≥ 0.4.4): header blocks are cut at
+//!   `max_header_list_size` ([`RouterConfig::max_header_bytes`]) and the
+//!   client gets `431`, as over HTTP/1.1.
+//! - **Streams**: at most [`RouterConfig::http2_max_streams`] at once.
+//! - **PING and SETTINGS floods**: h2 keeps at most one answer pending and
+//!   reads the next frame only once it is written, so a flood costs the
+//!   router no memory, and a client that does not read its answers stops
+//!   being read. hyper exposes no frame counters, so frames are not
+//!   counted per connection; a connection with no request for
+//!   `header_read_timeout` is closed, whatever frames it sends, and
+//!   `max_connections_per_ip` bounds how many such a client can hold.
+//! - **Content-Length against DATA**: h2 resets a stream whose DATA add up
+//!   to more or less than its `content-length`; the router re-frames every
+//!   body it forwards (the client's length is never passed on), so the
+//!   backend sees the body cut and its connection closed, never a complete
+//!   request of the wrong length.
+//! - **`:authority` against `Host`**: both name the host; when a client
+//!   sends both and they disagree the router answers `400` ([`check`]), as
+//!   RFC 9113 §8.3.1 requires.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{header, Method, Request};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+use crate::config::RouterConfig;
+use crate::error::ProxyError;
+use crate::proxy::{self, Shared};
+use crate::tls::OverTls;
+
+/// Client-reset streams not yet accepted before GOAWAY (h2's default).
+const MAX_PENDING_RESETS: usize = 20;
+
+/// Streams the router reset for protocol errors before GOAWAY (hyper's
+/// default).
+const MAX_LOCAL_RESETS: usize = 1024;
+
+/// How long a keep-alive PING may go unanswered before the connection is
+/// considered dead.
+const PING_ANSWER_WITHIN: Duration = Duration::from_secs(20);
+
+/// Serves HTTP/2 on `io` (a TLS stream) until the client closes, the
+/// connection is idle for `header_read_timeout`, or the drain signal.
+pub(crate) async fn serve<S>(
+    io: TokioIo<S>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut drain: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &shared.config;
+    let idle_after = config.header_read_timeout;
+    let activity = Arc::new(Activity::default());
+    let service = {
+        let shared = Arc::clone(&shared);
+        let activity = Arc::clone(&activity);
+        service_fn(move |mut req: Request<Incoming>| {
+            let shared = Arc::clone(&shared);
+            let busy = activity.begin();
+            req.extensions_mut().insert(OverTls);
+            async move {
+                let resp = match check(&req) {
+                    Ok(()) => proxy::handle(shared, peer, req).await,
+                    Err(e) => e.into_response(&shared.config.apps_domain),
+                };
+                drop(busy);
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        })
+    };
+    let mut conn = builder(config).serve_connection(io, service);
+    let mut idle_check =
+        tokio::time::interval_at(tokio::time::Instant::now() + idle_after, idle_after);
+    let mut seen = activity.stamp();
+    let draining = loop {
+        tokio::select! {
+            r = &mut conn => return ended(peer, r),
+            // The value only ever goes to `true`: any change means drain.
+            _ = drain.changed() => break true,
+            _ = idle_check.tick() => {
+                let now = activity.stamp();
+                if now == seen && activity.in_flight() == 0 {
+                    tracing::debug!(%peer, "HTTP/2 connection idle for {idle_after:?}: closing");
+                    break false;
+                }
+                seen = now;
+            }
+        }
+    };
+    // GOAWAY: streams under way finish, no new ones start.
+    Pin::new(&mut conn).graceful_shutdown();
+    if draining {
+        // `run` cuts what is left at its drain timeout.
+        return ended(peer, (&mut conn).await);
+    }
+    // An idle client that does not even take its GOAWAY is not waited for.
+    if let Ok(r) = tokio::time::timeout(idle_after, &mut conn).await {
+        ended(peer, r);
+    }
+}
+
+fn ended(peer: SocketAddr, result: Result<(), hyper::Error>) {
+    if let Err(e) = result {
+        // Floods end here too (GOAWAY sent by h2); the client chose it.
+        tracing::debug!(%peer, "HTTP/2 connection ended with an error: {e}");
+    }
+}
+
+/// The HTTP/2 settings of every client connection.
+fn builder(config: &RouterConfig) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_concurrent_streams(config.http2_max_streams)
+        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(MAX_LOCAL_RESETS)
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(config.header_read_timeout)
+        .keep_alive_timeout(PING_ANSWER_WITHIN);
+    b
+}
+
+/// What the request path cannot take from an HTTP/2 client: a `Host`
+/// header that names another host than `:authority`, and `CONNECT` (a
+/// tunnel, not a request an app could answer).
+fn check<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not proxied"));
+    }
+    let (Some(authority), Some(host)) = (req.uri().authority(), req.headers().get(header::HOST))
+    else {
+        return Ok(());
+    };
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let single = hosts.next().is_some() && hosts.next().is_none();
+    if single
+        && host
+            .as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes())
+    {
+        Ok(())
+    } else {
+        Err(ProxyError::BadRequest(":authority and Host disagree"))
+    }
+}
+
+/// Requests of one connection: how many are open, and a counter bumped at
+/// each start and end, so an idle check can tell "nothing happened".
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    events: AtomicU64,
+}
+
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.events.fetch_add(1, Ordering::Relaxed);
+        Busy(Arc::clone(self))
+    }
+
+    fn stamp(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.events.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, hosts: &[&str], method: Method) -> Request<()> {
+        let mut b = Request::builder().method(method).uri(uri);
+        for h in hosts {
+            b = b.header(header::HOST, *h);
+        }
+        b.body(()).expect("request")
+    }
+
+    #[test]
+    fn authority_and_host_must_agree() {
+        assert!(check(&req("https://a.example/", &[], Method::GET)).is_ok());
+        assert!(check(&req("/", &["a.example"], Method::GET)).is_ok());
+        assert!(check(&req("https://a.example/", &["A.example"], Method::GET)).is_ok());
+        assert!(check(&req(
+            "https://a.example:8443/",
+            &["a.example:8443"],
+            Method::GET
+        ))
+        .is_ok());
+        for bad in [
+            req("https://a.example/", &["b.example"], Method::GET),
+            req(
+                "https://a.example/",
+                &["a.example", "a.example"],
+                Method::GET,
+            ),
+            req("https://a.example:8443/", &["a.example"], Method::GET),
+            req("https://a.example/", &[], Method::CONNECT),
+        ] {
+            assert!(check(&bad).is_err(), "{bad:?}");
+        }
+    }
+}

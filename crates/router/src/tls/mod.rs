@@ -1,0 +1,172 @@
+//! TLS termination: the certificates the router serves, chosen per
+//! handshake by SNI, loaded from PEM files and reloaded when they change.
+//!
+//! Certificates come from files named one by one ([`CertFiles`]) and/or a
+//! directory laid out as certbot's `live/` (`DIR/<name>/fullchain.pem` and
+//! `DIR/<name>/privkey.pem`, one subdirectory per certificate, in name
+//! order). The names a certificate serves are its SANs; the first
+//! certificate is the default for clients that send no SNI or an unknown
+//! name. TLS 1.2 and 1.3 only; ALPN offers `h2` and `http/1.1`.
+//!
+//! # Layout
+//! - `load` — one certificate from its two files, checked.
+//! - `resolve` — the certificate for a handshake's SNI.
+//! - `watch` — [`Certificates::watch`]: reload on change, keeping the last
+//!   good certificate when a new file is broken.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::ServerConfig;
+use thiserror::Error;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+mod load;
+mod resolve;
+mod watch;
+
+pub use load::CertFiles;
+
+use resolve::{CertSet, Resolver};
+use watch::Tracker;
+
+/// Where the certificates are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertSources {
+    /// Certificates named one by one, in order; the first one loaded is the
+    /// default.
+    pub files: Vec<CertFiles>,
+    /// A certbot-style directory: each subdirectory holding `fullchain.pem`
+    /// and `privkey.pem` is one certificate. Subdirectories added or
+    /// removed later are picked up by [`Certificates::watch`].
+    pub dir: Option<PathBuf>,
+}
+
+/// Why certificates cannot be used. Every message names the file.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("certificate {}: {reason}", path.display())]
+    Certificate { path: PathBuf, reason: String },
+    #[error("private key {}: {reason}", path.display())]
+    Key { path: PathBuf, reason: String },
+    #[error(
+        "private key {} does not belong to certificate {}: check that both come from the same issuance",
+        key.display(),
+        cert.display()
+    )]
+    Mismatch { cert: PathBuf, key: PathBuf },
+    #[error("cannot list certificate directory {}: {source}", dir.display())]
+    Dir {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no certificates: give certificate files, or a directory with NAME/fullchain.pem and NAME/privkey.pem")]
+    None,
+    #[error("{} certificate problem(s):\n  {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Several(Vec<TlsError>),
+    #[error("TLS setup: {0}")]
+    Setup(#[from] rustls::Error),
+}
+
+/// The router's certificates, shared by every TLS handshake and swapped
+/// whole on reload. Cheap to clone.
+#[derive(Clone)]
+pub struct Certificates {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    resolver: Arc<Resolver>,
+    provider: Arc<CryptoProvider>,
+    /// Only the watcher (or a test) takes it.
+    tracker: Mutex<Tracker>,
+}
+
+impl Certificates {
+    /// Loads every certificate of `sources`. Fails, listing every problem,
+    /// if any one cannot be served: at start a broken file is a mistake to
+    /// fix, not something to run without.
+    pub fn load(sources: CertSources) -> Result<Self, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (tracker, set) = Tracker::load(sources, &provider)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                resolver: Arc::new(Resolver {
+                    current: ArcSwap::from_pointee(set),
+                }),
+                provider,
+                tracker: Mutex::new(tracker),
+            }),
+        })
+    }
+
+    /// The names served, exact and wildcard, for the start-up message.
+    pub fn names(&self) -> Vec<String> {
+        self.inner
+            .tracker
+            .lock()
+            .map(|t| t.names())
+            .unwrap_or_default()
+    }
+
+    /// A rustls server configuration over these certificates (reloads
+    /// included), offering HTTP/2 by ALPN when `http2`.
+    pub fn server_config(&self, http2: bool) -> Result<Arc<ServerConfig>, TlsError> {
+        let mut config = ServerConfig::builder_with_provider(Arc::clone(&self.inner.provider))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(&self.inner.resolver) as _);
+        config.alpn_protocols = if http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        // Session tickets let a returning client skip the full handshake;
+        // the ticket keys rotate (every 6 hours) and live only in memory.
+        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        Ok(Arc::new(config))
+    }
+
+    fn swap(&self, set: CertSet) {
+        self.inner.resolver.current.store(Arc::new(set));
+    }
+}
+
+/// Marks a request that came over TLS (in its extensions): it gets
+/// `X-Forwarded-Proto: https`, and no redirect to HTTPS.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OverTls;
+
+/// Whether a connection negotiated HTTP/2.
+pub(crate) fn is_h2(stream: &TlsStream<TcpStream>) -> bool {
+    stream.get_ref().1.alpn_protocol() == Some(b"h2")
+}
+
+/// The server side of a handshake, cut off after `within`: a client that
+/// opens a connection and stalls must not hold a connection slot forever.
+pub(crate) async fn accept(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    within: Duration,
+) -> io::Result<TlsStream<TcpStream>> {
+    match tokio::time::timeout(within, acceptor.accept(stream)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("TLS handshake not done within {within:?}"),
+        )),
+    }
+}

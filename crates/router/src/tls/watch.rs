@@ -1,0 +1,222 @@
+//! Reloading certificates when their files change.
+//!
+//! Files are polled (size and modification time of each, every 500 ms) as
+//! the standalone TOML file is, for the same reasons: it works on every
+//! filesystem and costs a few `stat`s. `stat` follows symlinks, so
+//! certbot's renewal (new files under `archive/`, the `live/` links moved)
+//! is seen as a change. A file that cannot be loaded is reported once per
+//! change with its path, and the certificate loaded from it before keeps
+//! serving; handshakes already done are never touched.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rustls::crypto::CryptoProvider;
+
+use super::load::{self, CertFiles, Loaded};
+use super::resolve::CertSet;
+use super::{CertSources, Certificates, TlsError};
+
+/// How often [`Certificates::watch`] looks at the files.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// Size and modification time of both files of a certificate.
+type Stamp = [Option<(Option<SystemTime>, u64)>; 2];
+
+/// What is known of the certificate files.
+pub(super) struct Tracker {
+    sources: CertSources,
+    entries: Vec<Entry>,
+}
+
+struct Entry {
+    files: CertFiles,
+    /// The files as last read, good or bad: a broken file is reported once,
+    /// not at every poll.
+    seen: Stamp,
+    /// The last good certificate from these files.
+    loaded: Option<Loaded>,
+}
+
+impl Tracker {
+    /// Loads every certificate of `sources`, failing on any problem.
+    pub fn load(
+        sources: CertSources,
+        provider: &CryptoProvider,
+    ) -> Result<(Self, CertSet), TlsError> {
+        let mut problems = Vec::new();
+        let mut entries = Vec::new();
+        for files in list(&sources)? {
+            let seen = stamp(&files);
+            match load::load(&files, provider) {
+                Ok(loaded) => {
+                    warn_expired(&files, &loaded);
+                    entries.push(Entry {
+                        files,
+                        seen,
+                        loaded: Some(loaded),
+                    })
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        match problems.len() {
+            0 => {}
+            1 => return Err(problems.remove(0)),
+            _ => return Err(TlsError::Several(problems)),
+        }
+        let tracker = Self { sources, entries };
+        let set = tracker.set().ok_or(TlsError::None)?;
+        Ok((tracker, set))
+    }
+
+    /// Reads what changed since the last look; the new set when anything
+    /// did (and at least one certificate is left to serve).
+    fn reload(&mut self, provider: &CryptoProvider) -> Option<CertSet> {
+        let files = match list(&self.sources) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!("{e}; keeping the certificates loaded before");
+                return None;
+            }
+        };
+        let mut changed = files.len() != self.entries.len();
+        let mut old: Vec<Entry> = std::mem::take(&mut self.entries);
+        for files in files {
+            let mut entry = match old.iter().position(|e| e.files == files) {
+                Some(i) => old.swap_remove(i),
+                None => {
+                    changed = true;
+                    Entry {
+                        files,
+                        seen: [None, None],
+                        loaded: None,
+                    }
+                }
+            };
+            let before = stamp(&entry.files);
+            if before != entry.seen {
+                match load::load(&entry.files, provider) {
+                    Ok(loaded) => {
+                        tracing::info!(cert = %entry.files.cert.display(), names = ?loaded.names, "certificate loaded");
+                        warn_expired(&entry.files, &loaded);
+                        entry.loaded = Some(loaded);
+                        changed = true;
+                    }
+                    Err(e) if entry.loaded.is_some() => {
+                        tracing::error!("{e}; still serving the certificate loaded before")
+                    }
+                    Err(e) => tracing::error!("{e}; not served until fixed"),
+                }
+                // Files still being written (the key after the
+                // certificate) are read again at the next look.
+                if stamp(&entry.files) == before {
+                    entry.seen = before;
+                }
+            }
+            self.entries.push(entry);
+        }
+        if !changed {
+            return None;
+        }
+        let set = self.set();
+        if set.is_none() {
+            tracing::error!("no certificate left to serve; keeping the certificates loaded before");
+        }
+        set
+    }
+
+    fn set(&self) -> Option<CertSet> {
+        CertSet::new(self.entries.iter().filter_map(|e| e.loaded.as_ref()))
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter_map(|e| e.loaded.as_ref())
+            .flat_map(|l| l.names.iter().cloned())
+            .collect()
+    }
+}
+
+impl Certificates {
+    /// Reloads certificates whose files changed, until `shutdown`. New
+    /// handshakes get the new certificate; a broken file is logged and the
+    /// last good certificate keeps serving.
+    pub async fn watch(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval(POLL_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                _ = tick.tick() => {}
+            }
+            let certs = self.clone();
+            // Reading and parsing files blocks; keep it off the workers.
+            let set = tokio::task::spawn_blocking(move || {
+                let provider = &certs.inner.provider;
+                let mut tracker = certs.inner.tracker.lock().ok()?;
+                tracker.reload(provider)
+            })
+            .await;
+            match set {
+                Ok(Some(set)) => self.swap(set),
+                Ok(None) => {}
+                Err(e) => tracing::error!("reloading certificates failed: {e}"),
+            }
+        }
+    }
+}
+
+/// The certificates of `sources`: the files named, then the directory's.
+fn list(sources: &CertSources) -> Result<Vec<CertFiles>, TlsError> {
+    let mut all = sources.files.clone();
+    if let Some(dir) = &sources.dir {
+        all.extend(scan(dir)?);
+    }
+    Ok(all)
+}
+
+/// The certbot-style certificates in `dir`, in name order. Subdirectories
+/// with neither file (certbot keeps a README next to them) are not
+/// certificates; one with only one of them is, and fails to load with a
+/// message naming the missing file.
+fn scan(dir: &Path) -> Result<Vec<CertFiles>, TlsError> {
+    let read_dir = std::fs::read_dir(dir).map_err(|source| TlsError::Dir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let mut subdirs: Vec<PathBuf> = read_dir
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    subdirs.sort();
+    Ok(subdirs
+        .into_iter()
+        .map(|d| CertFiles {
+            cert: d.join("fullchain.pem"),
+            key: d.join("privkey.pem"),
+        })
+        .filter(|f| f.cert.exists() || f.key.exists())
+        .collect())
+}
+
+fn stamp(files: &CertFiles) -> Stamp {
+    let one = |p: &Path| {
+        let meta = std::fs::metadata(p).ok()?;
+        Some((meta.modified().ok(), meta.len()))
+    };
+    [one(&files.cert), one(&files.key)]
+}
+
+fn warn_expired(files: &CertFiles, loaded: &Loaded) {
+    if loaded.not_after.is_some_and(|t| t < SystemTime::now()) {
+        tracing::warn!(
+            cert = %files.cert.display(),
+            "certificate has expired: clients will refuse it until it is renewed"
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! HTTP/2 from clients over TLS, to HTTP/1.1 backends: normal traffic
+//! from real clients, and the attacks HTTP/2 invites, from hand-made frames
+//! (python `h2`, see `h2peer.py`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use berth_router::tls::CertSources;
+use berth_router::RouterConfig;
+use serde_json::Value;
+
+use crate::certs::*;
+use crate::python::python_with;
+use crate::util::*;
+
+/// A router over TLS for `a.test`, routed to `backend`.
+async fn router_for(
+    backend: std::net::SocketAddr,
+    config: RouterConfig,
+) -> (TlsRouter, TestCa, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new();
+    let (files, _) = ca.write(dir.path(), "a", &["a.test"]);
+    let router = TlsRouter::start_with(
+        config,
+        CertSources {
+            files: vec![files],
+            dir: None,
+        },
+        table(vec![app("a", &["a.test"], &[backend])]),
+    )
+    .await;
+    (router, ca, dir)
+}
+
+/// Runs `h2peer.py MODE` against the router; its JSON report.
+async fn peer(mode: &str, router: &TlsRouter) -> Value {
+    let python = python_with(&["h2==4.2.0"]);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/h2peer.py");
+    let addr = router.tls_addr.to_string();
+    let arg = mode.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args([arg.as_str(), addr.as_str(), "a.test"])
+            .output()
+            .expect("run h2peer.py")
+    })
+    .await
+    .expect("h2peer task");
+    assert!(
+        out.status.success(),
+        "h2peer.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("h2peer.py {mode}: {}", String::from_utf8_lossy(&out.stdout));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "h2peer.py output {:?}: {e}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[tokio::test]
+async fn many_requests_share_one_http2_connection_to_http1_backends() {
+    let backend = Backend::start("b").await;
+    let (router, ca, _dir) = router_for(backend.addr, RouterConfig::default()).await;
+    let client = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (client, url) = (client.clone(), router.url("a.test", &format!("/echo?{i}")));
+        tasks.push(tokio::spawn(async move {
+            let body = format!("request {i}");
+            let resp = client
+                .post(url)
+                .body(body.clone())
+                .send()
+                .await
+                .expect("answered");
+            assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.text().await.expect("body"), body);
+        }));
+    }
+    for t in tasks {
+        t.await.expect("request task");
+    }
+    assert_eq!(backend.hits(), 200);
+
+    // Another HTTP/2 implementation: python h2, Host equal to :authority.
+    let report = peer("request", &router).await;
+    assert_eq!(report["status"], 200, "{report}");
+    let seen = report["body"].as_str().expect("body");
+    assert!(seen.contains("host: a.test\n"), "{seen}");
+    assert!(seen.contains("x-forwarded-proto: https\n"), "{seen}");
+}
+
+#[tokio::test]
+async fn authority_and_host_that_disagree_get_400() {
+    let recorder = Recorder::start().await;
+    let (router, _ca, _dir) = router_for(recorder.addr, RouterConfig::default()).await;
+    let report = peer("host-mismatch", &router).await;
+    assert_eq!(report["status"], 400, "{report}");
+    assert!(recorder.seen().is_empty(), "{:?}", recorder.seen());
+}
+
+#[tokio::test]
+async fn a_content_length_that_disagrees_with_data_never_reaches_the_backend_whole() {
+    let recorder = Recorder::start().await;
+    let (router, _ca, _dir) = router_for(recorder.addr, RouterConfig::default()).await;
+    let report = peer("content-length", &router).await;
+    assert_ne!(report["status"], 200, "{report}");
+    // Whatever the backend saw of it, never a complete request.
+    eventually("the router to finish with the request", || async {
+        recorder.seen().iter().all(|s| s.body.is_err())
+    })
+    .await;
+    let complete: Vec<_> = recorder
+        .seen()
+        .into_iter()
+        .filter(|s| s.body.is_ok())
+        .collect();
+    assert!(complete.is_empty(), "{complete:?}");
+}
+
+#[tokio::test]
+async fn rapid_reset_is_cut_off_and_other_clients_are_served() {
+    let backend = Backend::start("b").await;
+    let (router, ca, _dir) = router_for(backend.addr, RouterConfig::default()).await;
+    let report = peer("rapid-reset", &router).await;
+    assert!(
+        report["goaway"].is_number() || report["closed"] == true,
+        "the router ends the connection: {report}"
+    );
+    // 1000 streams were opened and reset; only a few may have reached the
+    // backend before h2 said enough.
+    let reached = backend.arrived();
+    assert!(
+        reached < 100,
+        "{reached} of 1000 reset streams reached the backend"
+    );
+    backend.gate.add_permits(1000);
+
+    let client = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
+    let resp = client
+        .get(router.url("a.test", "/"))
+        .send()
+        .await
+        .expect("served");
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_continuation_flood_is_cut_off() {
+    let backend = Backend::start("b").await;
+    let (router, ca, _dir) = router_for(backend.addr, RouterConfig::default()).await;
+    let report = peer("continuation", &router).await;
+    // The router closed the connection long before 64 MiB of header block:
+    // it never held more than the header limit of it.
+    assert_eq!(report["closed"], true, "{report}");
+    assert_eq!(backend.hits(), 0);
+    let client = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
+    let resp = client
+        .get(router.url("a.test", "/"))
+        .send()
+        .await
+        .expect("served");
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_header_list_over_the_limit_gets_431() {
+    let backend = Backend::start("b").await;
+    let config = RouterConfig {
+        max_header_bytes: 8192,
+        ..RouterConfig::default()
+    };
+    let (router, ca, _dir) = router_for(backend.addr, config).await;
+    let client = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
+    let resp = client
+        .get(router.url("a.test", "/"))
+        .header("x-big", "a".repeat(10_000))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 431);
+    assert_eq!(backend.hits(), 0);
+}
