@@ -85,6 +85,10 @@ pub struct RouterConfig {
     /// Most requests one HTTP/2 connection may have open at once
     /// (`SETTINGS_MAX_CONCURRENT_STREAMS`); each is a backend request.
     pub http2_max_streams: u32,
+    /// The port clients reach HTTPS on, for redirects to HTTPS: `None`
+    /// is the TLS listener's port, or 443 without one. Set it when a port
+    /// forward puts 443 in front of another port.
+    pub https_port: Option<u16>,
 }
 
 impl Default for RouterConfig {
@@ -109,6 +113,7 @@ impl Default for RouterConfig {
             websocket_grace: Duration::from_secs(30),
             http2: true,
             http2_max_streams: 100,
+            https_port: None,
         }
     }
 }

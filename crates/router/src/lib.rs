@@ -31,6 +31,7 @@
 //! - `checks` — active health checks (`GET` of the app's check path).
 //! - `balance` — least-conn (power of two choices) and round robin, over the
 //!   backends that are not down.
+//! - `redirect` — HTTP→HTTPS per app, ACME challenges excepted.
 //! - `headers` — hop-by-hop stripping, `X-Forwarded-*`, `X-Request-Id`.
 //! - `websocket` — which requests are WebSocket handshakes, and sending one
 //!   on a connection of its own.
@@ -66,6 +67,7 @@ pub mod limits;
 mod pool;
 mod proxy;
 pub mod rate_limit;
+mod redirect;
 mod request_body;
 pub mod server;
 pub mod standalone;

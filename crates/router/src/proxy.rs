@@ -41,6 +41,7 @@ use crate::error::{ErrorSource, ProxyError};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::health;
 use crate::limits::Held;
+use crate::redirect;
 use crate::request_body::{BodyFault, ClientBody};
 use crate::static_files;
 use crate::stats::BackendStats;
@@ -115,6 +116,9 @@ pub(crate) async fn handle(
             }
             match admit(&shared.config, &app, &req, &ctx) {
                 Err(e) => Err(e),
+                Ok(()) if redirect::wanted(&app, &req, ctx.trusted_peer) => {
+                    Ok(redirect::to_https(&shared.config, &req))
+                }
                 Ok(()) => match serve_static(&app, &req, &mut ctx).await {
                     Some(result) => result,
                     None if websocket::requested(&req) => {

@@ -63,7 +63,7 @@ pub async fn run_with_tls(
     listener: TcpListener,
     tls: Option<TlsListener>,
     routes: Routes,
-    config: RouterConfig,
+    mut config: RouterConfig,
     access_log: Option<LogShipper>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
@@ -72,7 +72,9 @@ pub async fn run_with_tls(
     let tls = match tls {
         None => None,
         Some(t) => {
-            tracing::info!("router listening on https://{}", t.listener.local_addr()?);
+            let https = t.listener.local_addr()?;
+            tracing::info!("router listening on https://{https}");
+            config.https_port.get_or_insert(https.port());
             let server_config = t
                 .certs
                 .server_config(config.http2)

@@ -32,6 +32,7 @@
 //! static_prefix = "/static/"  # optional, the default
 //! max_body = "10MB"         # optional: 413 beyond
 //! rate_limit = "100/s"      # optional, per client address: 429 beyond
+//! redirect_https = true     # optional: plain HTTP gets 301/308 to https://
 //! health_check = "/healthz" # optional: GET every 5s, 2s timeout, rise 2, fall 3
 //! # or: health_check = { path = "/healthz", interval = "2s", timeout = "1s", rise = 2, fall = 3 }
 //! ```
@@ -172,6 +173,8 @@ struct RawApp {
     max_body: Option<Spanned<Size>>,
     rate_limit: Option<Spanned<String>>,
     health_check: Option<Spanned<RawCheck>>,
+    #[serde(default)]
+    redirect_https: bool,
 }
 
 /// `"/healthz"`, or a table with the path and any of the timings.
@@ -475,7 +478,7 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
                 max_body,
                 rate_limit,
                 health_check,
-                ..RouteSettings::default()
+                redirect_https: app.redirect_https,
             },
         });
     }

@@ -71,6 +71,8 @@ pub(crate) struct App {
     pub limiter: Option<Arc<Limiter>>,
     /// What the app answered, kept across table versions of the app.
     pub stats: Arc<AppStats>,
+    /// Plain-HTTP requests get a redirect to HTTPS ([`crate::redirect`]).
+    pub redirect_https: bool,
 }
 
 /// One backend, its live load and its passive health.
@@ -229,6 +231,7 @@ impl Table {
                     .map_or_else(Default::default, |n| Arc::clone(n)),
                 hosts: route.hosts.iter().map(|h| normalize_host(h)).collect(),
                 health_check: route.settings.health_check.clone(),
+                redirect_https: route.settings.redirect_https,
                 name: route.name,
                 balance: route.balance,
                 backends,

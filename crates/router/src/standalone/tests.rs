@@ -355,6 +355,10 @@ http2 = false
 [[certificates]]
 cert = "a.pem"
 key = "/etc/keys/a.key"
+[[apps]]
+name = "shop"
+hosts = ["shop.example"]
+redirect_https = true
 "#;
     let c = match parse(text, dir.path()) {
         Ok(c) => c,
@@ -367,6 +371,7 @@ key = "/etc/keys/a.key"
     assert_eq!(tls.certificates.files[0].cert, dir.path().join("a.pem"));
     assert_eq!(tls.certificates.files[0].key, Path::new("/etc/keys/a.key"));
     assert!(!c.router_config(RouterConfig::default()).http2);
+    assert!(c.to_route_table(1).apps[0].settings.redirect_https);
     let plain = parse("", dir.path()).ok().expect("empty file is valid");
     assert!(plain.tls.is_none());
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use berth_router::tls::{CertFiles, CertSources, Certificates};
-use berth_router::RouterConfig;
+use berth_router::{RouterConfig, TrustedProxies};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -323,4 +323,89 @@ async fn the_backend_learns_the_request_came_over_tls() {
         .await
         .expect("body");
     assert!(seen.contains("x-forwarded-proto: http\n"), "{seen}");
+}
+
+#[tokio::test]
+async fn plain_http_is_redirected_to_https_per_app_except_acme_challenges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new();
+    let (a_files, _) = ca.write(dir.path(), "a", &["a.test", "b.test"]);
+    let backend = Backend::start("b").await;
+    let mut secure = app("a", &["a.test"], &[backend.addr]);
+    secure.settings.redirect_https = true;
+    let config = RouterConfig {
+        trusted_proxies: TrustedProxies::new(vec!["127.0.0.2/32".parse().expect("net")]),
+        ..RouterConfig::default()
+    };
+    let router = TlsRouter::start_with(
+        config,
+        files(vec![a_files]),
+        table(vec![secure, app("b", &["b.test"], &[backend.addr])]),
+    )
+    .await;
+    let port = router.tls_addr.port();
+
+    let get = raw(
+        router.addr,
+        "GET /cart?id=1 HTTP/1.1\r\nhost: A.test:8080\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&get), 301, "{get}");
+    assert!(
+        get.contains(&format!("location: https://a.test:{port}/cart?id=1\r\n")),
+        "{get}"
+    );
+    let post = raw(
+        router.addr,
+        "POST /cart HTTP/1.1\r\nhost: a.test\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi",
+    )
+    .await;
+    assert_eq!(raw_status(&post), 308, "method and body kept: {post}");
+    let acme = raw(
+        router.addr,
+        "GET /.well-known/acme-challenge/token HTTP/1.1\r\nhost: a.test\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&acme), 200, "{acme}");
+    let other = raw(
+        router.addr,
+        "GET / HTTP/1.1\r\nhost: b.test\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&other), 200, "apps without the setting: {other}");
+    // A client's claim to have used HTTPS changes nothing…
+    let claimed = raw(
+        router.addr,
+        "GET / HTTP/1.1\r\nhost: a.test\r\nx-forwarded-proto: https\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&claimed), 301, "{claimed}");
+    // …a trusted proxy's does: it terminated TLS in front.
+    let mut proxy = connect_from([127, 0, 0, 2], router.addr)
+        .await
+        .expect("connect");
+    proxy
+        .write_all(b"GET / HTTP/1.1\r\nhost: a.test\r\nx-forwarded-proto: https\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    proxy.read_to_string(&mut answer).await.expect("read");
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+
+    let client = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
+    let resp = client
+        .get(router.url("a.test", "/"))
+        .send()
+        .await
+        .expect("served");
+    assert_eq!(resp.status(), 200, "over TLS: served");
+    // A client following the redirect ends up served over HTTPS.
+    let follows = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
+    let resp = follows
+        .get(format!("http://a.test:{}/", router.addr.port()))
+        .send()
+        .await
+        .expect("served");
+    assert_eq!(resp.url().scheme(), "https");
+    assert_eq!(resp.status(), 200);
 }
