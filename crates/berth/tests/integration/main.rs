@@ -13,4 +13,5 @@ mod router_streaming;
 mod routing;
 mod runs;
 mod supervision;
+mod tls;
 mod zero_downtime;

@@ -188,3 +188,31 @@ async fn a_header_list_over_the_limit_gets_431() {
     assert_eq!(resp.status(), 431);
     assert_eq!(backend.hits(), 0);
 }
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed() {
+    use tokio::io::AsyncReadExt;
+
+    let backend = Backend::start("b").await;
+    let config = RouterConfig {
+        header_read_timeout: std::time::Duration::from_millis(300),
+        ..RouterConfig::default()
+    };
+    let (router, _ca, _dir) = router_for(backend.addr, config).await;
+    // TLS done, HTTP/2 chosen, then not a single frame (nor a request).
+    let (mut stream, alpn) = handshake(router.tls_addr, Some("a.test"), &["h2"])
+        .await
+        .expect("handshake");
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "idle HTTP/2 connection still open");
+}

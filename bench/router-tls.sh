@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# TLS benchmark: `berth router` (standalone, one thread) terminating TLS
+# against HAProxy (one thread) with the same certificate, the same nginx
+# backend, the same client (h2load), in one run.
+#
+#   bench/router-tls.sh [--rounds N] [--seconds N] [--berth PATH]
+#
+# --berth PATH benchmarks that binary instead of building one.
+#
+# Measures, as ratios router/HAProxy (rounds interleaved, medians):
+#   1. HTTP/2 over TLS: 50 connections, 10 streams each (h2load)
+#   2. HTTP/1.1 over TLS: 50 keep-alive connections (h2load --h1)
+#   3. TLS handshakes: 200 connections of 10 requests each (h2load -n, new
+#      connections all the way through)
+#
+# Needs: h2load (Debian nghttp2-client), haproxy, nginx-light, openssl.
+# Numbers on a shared 2-core machine are noisy: compare ratios, use --rounds 5+.
+set -euo pipefail
+
+ROUNDS=3 SECS=8 BERTH=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) ROUNDS="$2"; shift 2 ;;
+    --seconds) SECS="$2"; shift 2 ;;
+    --berth) BERTH="$2"; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "router-tls.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+PATH="$PATH:/usr/sbin"
+for tool in h2load haproxy nginx openssl; do
+  command -v "$tool" >/dev/null || { echo "router-tls.sh: $tool not found (apt-get install nghttp2-client haproxy nginx-light openssl)" >&2; exit 2; }
+done
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+if [ -z "$BERTH" ]; then
+  (cd "$ROOT" && cargo build --release -p berth)
+  BERTH="$TARGET/release/berth"
+fi
+
+DIR=$(mktemp -d /tmp/router-tls-bench.XXXXXX)
+cleanup() {
+  for p in "$DIR"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "router-tls.sh: nothing listens on $1" >&2; cat "$DIR"/*.log >&2 || true; exit 2
+}
+
+# One ECDSA P-256 certificate for both, as most sites serve today.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj /CN=bench.localhost -addext "subjectAltName=DNS:bench.localhost" \
+  -keyout "$DIR/bench.key" -out "$DIR/bench.pem" 2>/dev/null
+cat "$DIR/bench.pem" "$DIR/bench.key" > "$DIR/haproxy.pem"
+
+BPORT=$(free_port)
+cat > "$DIR/backend.conf" <<EOF
+worker_processes 1; daemon on; pid $DIR/backend.pid; error_log $DIR/backend.err;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$BPORT backlog=4096; location / { return 200 "hello world\n"; } } }
+EOF
+nginx -c "$DIR/backend.conf"
+
+RPORT=$(free_port) RTLS=$(free_port)
+cat > "$DIR/router.toml" <<EOF
+listen = "127.0.0.1:$RPORT"
+listen_tls = "127.0.0.1:$RTLS"
+threads = 1
+max_connections_per_ip = 4096
+[[certificates]]
+cert = "bench.pem"
+key = "bench.key"
+[[apps]]
+name = "bench"
+hosts = ["bench.localhost"]
+backends = ["127.0.0.1:$BPORT"]
+EOF
+BERTH_LOG=warn "$BERTH" router --config "$DIR/router.toml" --threads 1 >"$DIR/router.log" 2>&1 &
+echo $! > "$DIR/router.pid"
+
+HTLS=$(free_port)
+cat > "$DIR/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 8192
+  pidfile $DIR/haproxy.pid
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:$HTLS ssl crt $DIR/haproxy.pem alpn h2,http/1.1
+  default_backend be
+backend be
+  balance leastconn
+  http-reuse always
+  server s1 127.0.0.1:$BPORT
+EOF
+haproxy -f "$DIR/haproxy.cfg" -D
+wait_port "$RTLS"; wait_port "$HTLS"
+
+PIN=""
+[ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null && PIN="taskset -c 1"
+# h2load's summary: "finished in 8.00s, 41234.50 req/s, ..." and
+# "time for request: min max mean sd"; prints "req/s mean_ms failed".
+run() {
+  local port=$1; shift
+  $PIN h2load "$@" "https://bench.localhost:$port/" --connect-to="127.0.0.1:$port" 2>&1 |
+    awk '/^finished in/ {rps=$4}
+         /^requests:/ {failed=$8+$10}
+         /^time for request:/ {m=$6; if (m ~ /us$/) m=m/1000; else if (m ~ /ms$/) m=m+0; else if (m ~ /s$/) m=m*1000}
+         END { printf "%s %.3f %d\n", rps+0, m, failed+0 }'
+}
+med() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+compare() {
+  local name=$1; shift
+  : > "$DIR/$name-router"; : > "$DIR/$name-haproxy"
+  for _ in $(seq 1 "$ROUNDS"); do
+    run "$HTLS" "$@" >> "$DIR/$name-haproxy"
+    run "$RTLS" "$@" >> "$DIR/$name-router"
+  done
+  for t in haproxy router; do
+    printf "  %-8s %10.0f req/s  mean %8.3f ms  failed %s\n" "$t" \
+      "$(awk '{print $1}' "$DIR/$name-$t" | med)" "$(awk '{print $2}' "$DIR/$name-$t" | med)" \
+      "$(awk '{s+=$3} END {print s+0}' "$DIR/$name-$t")"
+  done
+  awk -v r="$(awk '{print $1}' "$DIR/$name-router" | med)" -v h="$(awk '{print $1}' "$DIR/$name-haproxy" | med)" \
+      -v rm="$(awk '{print $2}' "$DIR/$name-router" | med)" -v hm="$(awk '{print $2}' "$DIR/$name-haproxy" | med)" \
+      'BEGIN { printf "  ratio router/haproxy req/s: %.2f   mean latency: %.2f\n", r/h, rm/hm }'
+}
+
+echo "== HTTP/2 over TLS, 50 connections x 10 streams, ${SECS}s"
+compare h2 -c 50 -m 10 -t 1 -D "$SECS"
+echo "== HTTP/1.1 over TLS, 50 keep-alive connections, ${SECS}s"
+compare h1 --h1 -c 50 -t 1 -D "$SECS"
+echo "== TLS handshakes: 2000 requests on 200 new connections (HTTP/2)"
+compare hs -c 200 -n 2000 -t 1
