@@ -409,3 +409,68 @@ async fn plain_http_is_redirected_to_https_per_app_except_acme_challenges() {
     assert_eq!(resp.url().scheme(), "https");
     assert_eq!(resp.status(), 200);
 }
+
+// The handshake callback's `Result` is tungstenite's, large error and all.
+#[allow(clippy::result_large_err)]
+#[tokio::test]
+async fn websockets_pass_over_tls() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    use tokio_tungstenite::tungstenite::Message;
+
+    // An echo backend that reports the X-Forwarded-Proto it was opened with.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let echo = listener.local_addr().expect("addr");
+    let (proto_tx, proto_rx) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.expect("accept");
+        let mut proto_tx = Some(proto_tx);
+        let mut ws =
+            tokio_tungstenite::accept_hdr_async(stream, |req: &Request, resp: Response| {
+                let proto = req
+                    .headers()
+                    .get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_string();
+                if let Some(tx) = proto_tx.take() {
+                    let _ = tx.send(proto);
+                }
+                Ok(resp)
+            })
+            .await
+            .expect("backend handshake");
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_text() && ws.send(msg).await.is_err() {
+                return;
+            }
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = TestCa::new();
+    let (a_files, _) = ca.write(dir.path(), "a", &["a.test"]);
+    let router = TlsRouter::start(
+        files(vec![a_files]),
+        table(vec![app("a", &["a.test"], &[echo])]),
+    )
+    .await;
+    let (tls, _) = handshake(router.tls_addr, Some("a.test"), &["http/1.1"])
+        .await
+        .expect("handshake");
+    let req = "wss://a.test/chat".into_client_request().expect("request");
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tls)
+        .await
+        .expect("WebSocket handshake over TLS");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("hello")).await.expect("send");
+    let back = tokio::time::timeout(DEADLINE, ws.next())
+        .await
+        .expect("echo in time")
+        .expect("a message")
+        .expect("no error");
+    assert_eq!(back, Message::text("hello"));
+    assert_eq!(proto_rx.await.expect("opened"), "https");
+}
