@@ -26,6 +26,14 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// Removes hop-by-hop headers, including every header the `Connection`
 /// header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them (or only `Connection`): one pass over
+    // the names is cheaper than hashing each of the names to remove.
+    if !headers
+        .keys()
+        .any(|k| HOP_BY_HOP.contains(k) || k.as_str().starts_with("proxy-"))
+    {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -108,8 +116,31 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = format!("{:032x}", rand::random::<u128>());
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // 32 hex digits, written without the formatting machinery (this runs
+    // for every request).
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = rand::random::<u128>();
+    let mut id = [0u8; 32];
+    for (i, digit) in id.iter_mut().enumerate() {
+        *digit = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// A client connection's address, with the `X-Forwarded-For` value it
+/// gives, made once per connection rather than once per request.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub ip: IpAddr,
+    forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(ip: IpAddr) -> Self {
+        let forwarded_for = HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { ip, forwarded_for }
+    }
 }
 
 /// What the backend sees of a request's headers: hop-by-hop headers and
@@ -118,7 +149,7 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 pub fn rewrite_request(
     headers: &mut HeaderMap,
     host: Option<HeaderValue>,
-    peer: IpAddr,
+    peer: &Peer,
     trusted_peer: bool,
     secure: bool,
     request_id: &HeaderValue,
@@ -155,7 +186,7 @@ pub fn rewrite_request(
 /// `http` if not.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &Peer,
     trusted: bool,
     secure: bool,
     host: Option<&HeaderValue>,
@@ -168,14 +199,14 @@ pub fn set_forwarded(
             .filter_map(|v| v.to_str().ok())
             .collect();
         if earlier.is_empty() {
-            peer.to_string()
+            Some(peer.forwarded_for.clone())
         } else {
-            format!("{}, {peer}", earlier.join(", "))
+            HeaderValue::from_str(&format!("{}, {}", earlier.join(", "), peer.ip)).ok()
         }
     } else {
-        peer.to_string()
+        Some(peer.forwarded_for.clone())
     };
-    if let Ok(v) = HeaderValue::from_str(&chain) {
+    if let Some(v) = chain {
         headers.insert(X_FORWARDED_FOR, v);
     }
     if !(trusted && headers.contains_key(X_FORWARDED_PROTO)) {
@@ -299,7 +330,8 @@ mod tests {
             ("x-forwarded-proto", "https"),
         ]);
         let id = HeaderValue::from_static("id1");
-        set_forwarded(&mut h, Ipv4Addr::LOCALHOST.into(), false, false, None, &id);
+        let peer = Peer::new(Ipv4Addr::LOCALHOST.into());
+        set_forwarded(&mut h, &peer, false, false, None, &id);
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert!(h.get("x-forwarded-host").is_none());
@@ -319,7 +351,7 @@ mod tests {
         let id = HeaderValue::from_static("id1");
         set_forwarded(
             &mut h,
-            Ipv4Addr::LOCALHOST.into(),
+            &Peer::new(Ipv4Addr::LOCALHOST.into()),
             true,
             false,
             Some(&host),
@@ -349,7 +381,7 @@ mod tests {
             }
             set_forwarded(
                 &mut h,
-                Ipv4Addr::LOCALHOST.into(),
+                &Peer::new(Ipv4Addr::LOCALHOST.into()),
                 trusted,
                 secure,
                 None,

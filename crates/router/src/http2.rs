@@ -43,6 +43,7 @@ use tokio::sync::watch;
 
 use crate::config::RouterConfig;
 use crate::error::ProxyError;
+use crate::headers::Peer;
 use crate::proxy::{self, Shared};
 use crate::tls::OverTls;
 
@@ -70,16 +71,18 @@ pub(crate) async fn serve<S>(
     let config = &shared.config;
     let idle_after = config.header_read_timeout;
     let activity = Arc::new(Activity::default());
+    let forwarded = Peer::new(peer.ip());
     let service = {
         let shared = Arc::clone(&shared);
         let activity = Arc::clone(&activity);
         service_fn(move |mut req: Request<Incoming>| {
             let shared = Arc::clone(&shared);
+            let forwarded = forwarded.clone();
             let busy = activity.begin();
             req.extensions_mut().insert(OverTls);
             async move {
                 let resp = match check(&req) {
-                    Ok(()) => proxy::handle(shared, peer, req).await,
+                    Ok(()) => proxy::handle(shared, forwarded, req).await,
                     Err(e) => e.into_response(&shared.config.apps_domain),
                 };
                 drop(busy);

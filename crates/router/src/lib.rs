@@ -102,7 +102,7 @@ pub mod fuzzing {
         crate::headers::rewrite_request(
             headers,
             host,
-            Ipv4Addr::LOCALHOST.into(),
+            &crate::headers::Peer::new(Ipv4Addr::LOCALHOST.into()),
             trusted_peer,
             false,
             &id,

@@ -21,7 +21,7 @@
 //!
 //! Per-request state lives in one [`Ctx`]. TLS will be a further phase here.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,7 +38,7 @@ use crate::balance;
 use crate::body::{Body, BoxError, Tracked};
 use crate::config::RouterConfig;
 use crate::error::{ErrorSource, ProxyError};
-use crate::headers::{self, X_REQUEST_ID};
+use crate::headers::{self, Peer, X_REQUEST_ID};
 use crate::health;
 use crate::limits::Held;
 use crate::redirect;
@@ -63,7 +63,7 @@ pub(crate) struct Shared {
 
 /// Per-request state, filled in phase by phase.
 struct Ctx {
-    peer: SocketAddr,
+    peer: Peer,
     /// Whether the peer is a trusted proxy, whose `X-Forwarded-*` stand.
     trusted_peer: bool,
     /// The client: the peer, or what a trusted proxy says the client is.
@@ -86,20 +86,20 @@ struct Ctx {
 /// Answers one request. Never fails: every error becomes a page.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    peer: SocketAddr,
+    peer: Peer,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
     let trusted = &shared.config.trusted_proxies;
-    let trusted_peer = !trusted.is_empty() && trusted.contains(peer.ip());
+    let trusted_peer = !trusted.is_empty() && trusted.contains(peer.ip);
     let mut ctx = Ctx {
+        client: if trusted_peer {
+            trusted.client_ip(peer.ip, req.headers())
+        } else {
+            peer.ip
+        },
         peer,
         trusted_peer,
-        client: if trusted_peer {
-            trusted.client_ip(peer.ip(), req.headers())
-        } else {
-            peer.ip()
-        },
         body_fault: None,
         request_id: headers::request_id(req.headers()),
         entry: None,
@@ -481,7 +481,7 @@ fn rewrite_request(parts: &mut Parts, ctx: &Ctx) {
     headers::rewrite_request(
         &mut parts.headers,
         host,
-        ctx.peer.ip(),
+        &ctx.peer,
         ctx.trusted_peer,
         parts.extensions.get::<OverTls>().is_some(),
         &ctx.request_id,

@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::RouterConfig;
+use crate::headers::Peer;
 use crate::limits::{ConnGuard, ConnLimits, Held, Refused};
 use crate::proxy::{self, Shared};
 use crate::table::Routes;
@@ -232,6 +233,7 @@ async fn serve_http1<S>(
         .max_buf_size(config.read_buf_bytes())
         .max_header_size(config.max_header_bytes)
         .max_headers(config.max_headers);
+    let peer_header = Peer::new(peer.ip());
     let service = {
         let shared = Arc::clone(&shared);
         let guard = Arc::clone(&guard);
@@ -243,6 +245,7 @@ async fn serve_http1<S>(
             if secure {
                 req.extensions_mut().insert(OverTls);
             }
+            let peer = peer_header.clone();
             async move { Ok::<_, std::convert::Infallible>(proxy::handle(shared, peer, req).await) }
         })
     };
