@@ -116,7 +116,7 @@ run() {
   local port=$1; shift
   $PIN h2load "$@" "https://bench.localhost:$port/" --connect-to="127.0.0.1:$port" 2>&1 |
     awk '/^finished in/ {rps=$4}
-         /^requests:/ {failed=$8+$10}
+         /^requests:/ {failed=$10+$12}
          /^time for request:/ {m=$6; if (m ~ /us$/) m=m/1000; else if (m ~ /ms$/) m=m+0; else if (m ~ /s$/) m=m*1000}
          END { printf "%s %.3f %d\n", rps+0, m, failed+0 }'
 }
