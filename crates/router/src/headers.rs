@@ -60,8 +60,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// router would have to speak the new protocol to proxy it, so those
 /// requests reach the app as plain requests, hop-by-hop headers stripped.
 pub fn websocket_requested(headers: &HeaderMap) -> bool {
-    has_token(headers, header::CONNECTION, "upgrade")
-        && has_token(headers, header::UPGRADE, "websocket")
+    // `Upgrade` first: most requests have none, and that is one lookup.
+    has_token(headers, header::UPGRADE, "websocket")
+        && has_token(headers, header::CONNECTION, "upgrade")
 }
 
 /// Whether a response agrees to a WebSocket request: `Upgrade: websocket`

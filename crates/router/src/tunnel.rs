@@ -339,6 +339,9 @@ where
 {
     let mut buf = vec![0u8; BUF_BYTES];
     let mut frames = Frames::default();
+    // A close frame went from `from` to `to`: the two are in their own
+    // close handshake, which the router must not disturb with a second.
+    let mut close_passed = false;
     let up = side == Side::Backend;
     let rest = loop {
         let n = tokio::select! {
@@ -353,9 +356,10 @@ where
         }
         let (send, rest) = if closing.started() {
             let k = frames.step(&buf[..n]);
+            close_passed |= frames.ended_close();
             (k, k..n)
         } else {
-            frames.skip(&buf[..n]);
+            close_passed |= frames.ends_close(&buf[..n]);
             (n, n..n)
         };
         to.write_all(&buf[..send]).await?;
@@ -364,16 +368,19 @@ where
             break rest;
         }
     };
-    to.write_all(&close_frame(GOING_AWAY, closing.reason(), up))
-        .await?;
-    to.flush().await?;
-    // What `from` sent past the boundary is dropped: its side hears from
-    // the router now. Among it, or still to come, is its close frame.
-    if !frames.ends_close(&buf[rest]) {
-        loop {
-            let n = from.read(&mut buf).await?;
-            if n == 0 || frames.ends_close(&buf[..n]) {
-                break;
+    if !close_passed {
+        to.write_all(&close_frame(GOING_AWAY, closing.reason(), up))
+            .await?;
+        to.flush().await?;
+        // What `from` sent past the boundary is dropped: its side hears
+        // from the router now. Among it, or still to come, is its close
+        // frame.
+        if !frames.ends_close(&buf[rest]) {
+            loop {
+                let n = from.read(&mut buf).await?;
+                if n == 0 || frames.ends_close(&buf[..n]) {
+                    break;
+                }
             }
         }
     }

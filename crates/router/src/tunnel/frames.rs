@@ -56,23 +56,20 @@ impl Frames {
         used + take as usize
     }
 
+    /// True right after [`Self::step`] read the end of a close frame.
+    pub(crate) fn ended_close(&self) -> bool {
+        self.at_boundary() && self.opcode == CLOSE
+    }
+
     /// Reads all of `data`; true if a close frame ended within it.
     pub(crate) fn ends_close(&mut self, mut data: &[u8]) -> bool {
         let mut closed = false;
         while !data.is_empty() {
             let n = self.step(data);
             data = &data[n..];
-            closed |= self.at_boundary() && self.opcode == CLOSE;
+            closed |= self.ended_close();
         }
         closed
-    }
-
-    /// Reads all of `data`.
-    pub(crate) fn skip(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
-            let n = self.step(data);
-            data = &data[n..];
-        }
     }
 }
 

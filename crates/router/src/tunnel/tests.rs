@@ -198,3 +198,30 @@ async fn sides_that_never_answer_the_close_are_cut_off() {
     let (ended, _) = run.relay.await.expect("relay");
     assert_eq!(ended, Ended::Shutdown);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_close_handshake_under_way_gets_no_second_close_frame() {
+    let mut run = start(Duration::from_secs(3600), Duration::from_secs(1));
+    // The backend closes first; its close reaches the client.
+    let backend_close = from_server(0x8, &[0x03, 0xe8]);
+    run.backend.write_all(&backend_close).await.expect("write");
+    assert_eq!(
+        read_n(&mut run.client, backend_close.len()).await,
+        backend_close
+    );
+    // The grace runs out before the client answered.
+    run.removed.cancel();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The backend is told by the router; the client only gets its end.
+    let to_backend = read_n(&mut run.backend, 2 + 4 + 2 + 19).await;
+    assert_eq!(close_of(&to_backend), (1001, "instance going away".into()));
+    run.client
+        .write_all(&from_client(0x8, &[0x03, 0xe8]))
+        .await
+        .expect("client's close");
+    assert!(
+        rest(&mut run.client).await.is_empty(),
+        "a second close frame went to the client"
+    );
+    assert_eq!(run.relay.await.expect("relay").0, Ended::Removed);
+}
