@@ -87,6 +87,15 @@ pub struct RouterTuning {
     /// address (keep it private) [default: off].
     #[arg(long, env = "BERTH_STATS_LISTEN")]
     pub stats_listen: Option<SocketAddr>,
+    /// A WebSocket session passing no byte either way this long is closed
+    /// [default: 1h].
+    #[arg(long, env = "BERTH_WEBSOCKET_IDLE_TIMEOUT", value_parser = parse_duration)]
+    pub websocket_idle_timeout: Option<std::time::Duration>,
+    /// How long a WebSocket session may go on once its instance left the
+    /// routes (deploy, scale down) or the router stops, before it gets a
+    /// 1001 close [default: 30s].
+    #[arg(long, env = "BERTH_WEBSOCKET_GRACE", value_parser = parse_duration)]
+    pub websocket_grace: Option<std::time::Duration>,
 }
 
 impl RouterTuning {
@@ -106,6 +115,10 @@ impl RouterTuning {
                 berth_router::TrustedProxies::new(self.trusted_proxies.clone())
             },
             stats_listen: self.stats_listen.or(base.stats_listen),
+            websocket_idle_timeout: self
+                .websocket_idle_timeout
+                .unwrap_or(base.websocket_idle_timeout),
+            websocket_grace: self.websocket_grace.unwrap_or(base.websocket_grace),
             ..base
         }
     }
