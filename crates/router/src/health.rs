@@ -97,6 +97,14 @@ impl Health {
         self.check_down.load(Ordering::Relaxed)
     }
 
+    /// Drops what active checks concluded, for an app that no longer has
+    /// a check.
+    pub(crate) fn forget_checks(&self) {
+        self.check_down.store(false, Ordering::Relaxed);
+        self.check_streak.store(0, Ordering::Relaxed);
+        self.next_check.store(0, Ordering::Relaxed);
+    }
+
     /// Records one active check; returns the change it caused, if any.
     /// Only the checker calls this, one check per backend at a time.
     pub(crate) fn record_check(

@@ -211,7 +211,14 @@ impl Table {
                         None
                     }
                 })
-                .collect();
+                .collect::<Vec<BackendState>>();
+            if route.settings.health_check.is_none() {
+                // Nothing would ever clear a verdict of a check that was
+                // removed: the backends would stay out of rotation for good.
+                for b in &backends {
+                    b.health.forget_checks();
+                }
+            }
             let limiter =
                 route
                     .settings

@@ -94,10 +94,12 @@ async fn an_instance_failing_its_check_leaves_rotation_and_returns_when_it_passe
     let (a, b) = (Checked::start("a").await, Checked::start("b").await);
     let mut route = app("c", &["c.localhost"], &[a.addr, b.addr]);
     route.settings = RouteSettings {
+        // A generous timeout: on a loaded machine a slow but healthy check
+        // must not take `a` out too.
         health_check: Some(HealthCheck {
             path: "/healthz".into(),
-            interval_ms: 100,
-            timeout_ms: 100,
+            interval_ms: 1000,
+            timeout_ms: 1000,
             rise: 2,
             fall: 2,
         }),
@@ -143,6 +145,32 @@ async fn an_instance_failing_its_check_leaves_rotation_and_returns_when_it_passe
 }
 
 #[tokio::test]
+async fn removing_the_check_puts_an_instance_it_took_out_back() {
+    let (a, b) = (Checked::start("a").await, Checked::start("b").await);
+    b.sick.store(true, Ordering::SeqCst);
+    let mut route = app("c", &["c.localhost"], &[a.addr, b.addr]);
+    route.settings.health_check = Some(HealthCheck {
+        path: "/healthz".into(),
+        interval_ms: 1000,
+        timeout_ms: 1000,
+        rise: 1,
+        fall: 1,
+    });
+    let router = Router::start(table(vec![route.clone()])).await;
+    eventually("b out of rotation", || async {
+        answers(&router, 20).await.iter().all(|n| n == "a")
+    })
+    .await;
+    // Without a check nothing would ever pass again: the verdict must go.
+    route.settings.health_check = None;
+    router.routes.update(table(vec![route]));
+    eventually("b back in rotation", || async {
+        answers(&router, 10).await.iter().any(|n| n == "b")
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_instance_that_does_not_answer_its_check_in_time_is_out() {
     let a = Checked::start("a").await;
     // Accepts and never answers: a process wedged in a deadlock.
@@ -156,10 +184,12 @@ async fn an_instance_that_does_not_answer_its_check_in_time_is_out() {
         }
     });
     let mut route = app("c", &["c.localhost"], &[a.addr, wedged_addr]);
+    // Long enough that a's checks pass on a loaded machine; the wedged one
+    // fails at the timeout whatever it is.
     route.settings.health_check = Some(HealthCheck {
         path: "/healthz".into(),
-        interval_ms: 100,
-        timeout_ms: 100,
+        interval_ms: 500,
+        timeout_ms: 500,
         rise: 1,
         fall: 1,
     });
