@@ -64,12 +64,11 @@ impl Entry {
     pub fn send(&self, shipper: &LogShipper, bytes: u64) {
         self.ship(shipper, self.line(bytes));
     }
-}
 
-impl Entry {
     /// The line of a WebSocket session that ended (`ended`: how, see
-    /// [`crate::tunnel`]): `bytes` went to the client and `bytes_in` came
-    /// from it through the tunnel; the duration is the whole session's.
+    /// [`crate::tunnel`]): `to_client` bytes went to the client and
+    /// `from_client` came from it through the tunnel (logged as `bytes` and
+    /// `bytes_in`); the duration is the whole session's.
     pub fn tunnel_line(&self, to_client: u64, from_client: u64, ended: &str) -> String {
         let mut plain = self.clone();
         let error = plain.error.take();

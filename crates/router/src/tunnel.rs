@@ -17,11 +17,12 @@
 //! with "going away" and reconnect, landing on an instance still in the
 //! table.
 //!
-//! A session is logged when it ends ([`crate::access_log`]: status 101, bytes
-//! both ways, duration, how it ended) and counted per app while open
+//! A session is logged when it ends ([`crate::access_log`]: status 101,
+//! bytes both ways, duration, how it ended) and counted per app while open
 //! ([`crate::stats`]), and against the connection limits
-//! ([`crate::limits`]) like the connection it came from. [`Tunnels`] keeps every open session of a router so
-//! its shutdown can give them their grace.
+//! ([`crate::limits`]) like the connection it came from. [`Tunnels`] keeps
+//! every open session of a router so its shutdown can give them their
+//! grace.
 
 mod frames;
 

@@ -144,7 +144,7 @@ pub(crate) async fn send(
 
 /// The backend's socket address: parsed when the table was compiled, or
 /// looked up now for a backend given by name.
-async fn resolve(backend: &BackendState) -> io::Result<SocketAddr> {
+pub(crate) async fn resolve(backend: &BackendState) -> io::Result<SocketAddr> {
     if let Some(addr) = backend.socket_addr {
         return Ok(addr);
     }
@@ -187,7 +187,7 @@ fn take_reclaimed(rx: &mut oneshot::Receiver<ClientBody>) -> Option<ClientBody> 
 
 /// The request target as a backend expects it: path and query only, also
 /// for a client that sent the absolute form (the host is in `Host`).
-fn origin_form(parts: &Parts) -> Uri {
+pub(crate) fn origin_form(parts: &Parts) -> Uri {
     let pq = parts
         .uri
         .path_and_query()

@@ -9,12 +9,10 @@
 //! is read (`with_upgrades`), or else carries the answer's body.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, Version};
 use http_body::Body as _;
 use http_body_util::Empty;
@@ -26,6 +24,7 @@ use crate::connector;
 use crate::error::ProxyError;
 use crate::headers;
 use crate::table::BackendState;
+use crate::upstream::{origin_form, resolve};
 
 /// Whether `req` is a WebSocket handshake the router passes on: HTTP/1.1,
 /// `GET`, no body, asking for the `websocket` upgrade (RFC 6455 §4.1).
@@ -95,23 +94,4 @@ pub(crate) fn wrong_upgrade(backend: &BackendState) -> ProxyError {
         backend: backend.addr.clone(),
         source: "answered a WebSocket handshake with 101 for another protocol".into(),
     }
-}
-
-async fn resolve(backend: &BackendState) -> io::Result<SocketAddr> {
-    if let Some(addr) = backend.socket_addr {
-        return Ok(addr);
-    }
-    tokio::net::lookup_host(backend.addr.as_str())
-        .await?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address for backend"))
-}
-
-fn origin_form(parts: &Parts) -> Uri {
-    let pq = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    Uri::from(pq)
 }

@@ -59,7 +59,8 @@ async fn round_robin_alternates() {
 #[tokio::test]
 async fn a_get_is_retried_on_another_backend_when_connect_fails() {
     let live = Backend::start("live").await;
-    let dead = closed_port().await;
+    let dead_port = HeldPort::bind();
+    let dead = dead_port.addr;
     let router = Router::start(table(vec![app(
         "one",
         &["one.localhost"],
@@ -81,7 +82,8 @@ async fn a_get_is_retried_on_another_backend_when_connect_fails() {
 #[tokio::test]
 async fn a_post_is_never_retried() {
     let live = Backend::start("live").await;
-    let dead = closed_port().await;
+    let dead_port = HeldPort::bind();
+    let dead = dead_port.addr;
     let mut route = app("one", &["one.localhost"], &[dead, live.addr]);
     route.balance = Balance::RoundRobin;
     let router = Router::start(table(vec![route])).await;
@@ -107,7 +109,8 @@ async fn a_post_is_never_retried() {
 
 #[tokio::test]
 async fn a_single_dead_backend_is_502_and_a_hung_one_504() {
-    let dead = closed_port().await;
+    let dead_port = HeldPort::bind();
+    let dead = dead_port.addr;
     let router = Router::start(table(vec![app("one", &["one.localhost"], &[dead])])).await;
     let r = router.get("one.localhost", "/").await;
     assert_eq!(r.status(), 502);

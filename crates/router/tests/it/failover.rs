@@ -121,7 +121,8 @@ async fn a_keep_alive_connection_closed_by_the_app_is_retried_on_a_new_one() {
 
 #[tokio::test]
 async fn a_dead_backend_is_skipped_until_its_cooldown_ends() {
-    let dead = closed_port().await;
+    let dead_port = HeldPort::bind();
+    let dead = dead_port.addr;
     let good = Backend::start("good").await;
     let router = Router::start(table(vec![round_robin(&[dead, good.addr])])).await;
 

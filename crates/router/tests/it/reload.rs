@@ -209,7 +209,8 @@ async fn an_unreachable_control_plane_leaves_the_routes_alone() {
     let a = Backend::start("a").await;
     let router = Router::start(table(vec![app("one", &["one.localhost"], &[a.addr])])).await;
     let revision = router.routes.revision();
-    let dead = closed_port().await;
+    let dead_port = HeldPort::bind();
+    let dead = dead_port.addr;
     let client = berth_client::Client::new(&format!("http://{dead}"), None).expect("client");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let follower = tokio::spawn(berth_router::follow_control_plane(

@@ -8,8 +8,10 @@ use crate::util::*;
 #[tokio::test]
 async fn counters_per_app_and_instance_on_the_stats_address() {
     let a = Backend::start("a").await;
-    let dead = closed_port().await;
-    let stats_addr = closed_port().await;
+    let dead_port = HeldPort::bind();
+    let dead = dead_port.addr;
+    let stats_port = HeldPort::bind();
+    let stats_addr = stats_port.addr;
     let config = RouterConfig {
         stats_listen: Some(stats_addr),
         ..Default::default()

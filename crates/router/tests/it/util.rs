@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -288,10 +288,30 @@ async fn answer(
     resp
 }
 
-/// A port nothing listens on: bound, then released.
-pub async fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    l.local_addr().expect("addr")
+/// A port of 127.0.0.1 held for as long as this lives by a socket that is
+/// bound but never listens: a connect to it is refused, and no other test
+/// running in parallel can be handed it (a port merely bound and released
+/// could be). The socket allows address reuse, as tokio's `TcpListener::bind`
+/// does, so the test itself may still start a listener on the port (a
+/// backend coming back, a router's stats address).
+pub struct HeldPort {
+    pub addr: SocketAddr,
+    _socket: TcpSocket,
+}
+
+impl HeldPort {
+    pub fn bind() -> Self {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        Self {
+            addr,
+            _socket: socket,
+        }
+    }
 }
 
 static REVISION: AtomicU64 = AtomicU64::new(1);
