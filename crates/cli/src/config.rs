@@ -198,7 +198,6 @@ pub async fn policy(
     Ok(())
 }
 
-/// `berth limits [set TYPE memory=… cpu=… pids=… | unset TYPE]`.
 /// `berth routing [set NAME=VALUE… | unset NAME…]`: applies the changes,
 /// if any, then shows the settings.
 pub async fn routing(
@@ -217,7 +216,7 @@ pub async fn routing(
     let text = settings.routing.text();
     if text.is_empty() {
         println!(
-            "{app} has the router's defaults (max_body=100MB, no rate limit, least_conn); \
+            "{app} has the router's defaults (its --max-body, no rate limit, least_conn); \
              change them with e.g. `berth routing set max_body=10MB rate_limit=100/s --app {app}`"
         );
     } else {
@@ -226,6 +225,7 @@ pub async fn routing(
     Ok(())
 }
 
+/// `berth limits [set TYPE memory=… cpu=… pids=… | unset TYPE]`.
 pub async fn limits(
     client: &Client,
     app: &str,

@@ -12,20 +12,12 @@ use thiserror::Error;
 
 use crate::{Balance, HealthCheck};
 
-/// What routers apply to one app. `None`/`false` is the router's default:
-/// its own `max_body`, no rate limit, plain HTTP served as is.
+/// What routers apply to one app: what the user set with `berth routing`
+/// and the app's health check, which routers also run themselves.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct RouteSettings {
-    /// Largest request body in bytes (`413` beyond).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_body: Option<u64>,
-    /// Requests per client address (`429` with `Retry-After` beyond).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimit>,
-    /// Answer plain-HTTP requests with a redirect to `https://` (ACME
-    /// challenges excepted).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub redirect_https: bool,
+    #[serde(flatten)]
+    pub routing: RoutingSettings,
     /// The router's own check of each backend: out of rotation after
     /// `fall` failures in a row, back after `rise` passes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -38,17 +30,24 @@ impl RouteSettings {
     }
 }
 
-/// The per-app routing settings a user sets with `berth routing set`
-/// (the health check is set apart, with `berth healthcheck`).
+/// How routers treat one app's requests, as the user sets it with `berth
+/// routing` (the health check is set apart, with `berth healthcheck`).
+/// `None`/`false`/least-conn is the router's default: its own `max_body`,
+/// no rate limit, plain HTTP served as is.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct RoutingSettings {
+    /// Largest request body in bytes (`413` beyond).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body: Option<u64>,
+    /// Requests per client address (`429` with `Retry-After` beyond).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Answer plain-HTTP requests with a redirect to `https://` (ACME
+    /// challenges excepted).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub redirect_https: bool,
-    #[serde(default)]
+    /// How requests are spread over the app's instances.
+    #[serde(default, skip_serializing_if = "Balance::is_default")]
     pub balance: Balance,
 }
 
@@ -117,10 +116,7 @@ impl RoutingSettings {
     pub fn text(&self) -> Vec<String> {
         let mut parts = Vec::new();
         if let Some(m) = self.max_body {
-            parts.push(format!(
-                "max_body={}",
-                crate::human_size(m).replace(' ', "")
-            ));
+            parts.push(format!("max_body={}", exact_size(m)));
         }
         if let Some(r) = self.rate_limit {
             parts.push(format!("rate_limit={r}"));
@@ -133,6 +129,17 @@ impl RoutingSettings {
         }
         parts
     }
+}
+
+/// `m` bytes in the largest unit that divides it, so what `berth routing`
+/// shows can be typed back: `10MB`, `1536KB`, `1000`.
+fn exact_size(m: u64) -> String {
+    for (shift, unit) in [(30, "GB"), (20, "MB"), (10, "KB")] {
+        if m >= 1 << shift && m.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", m >> shift);
+        }
+    }
+    m.to_string()
 }
 
 /// `"10MB"`, `"512kB"`, `"1GiB"`, `"2048"`: binary multiples, as an
@@ -231,8 +238,11 @@ mod tests {
     #[test]
     fn rates_travel_as_text() {
         let s = RouteSettings {
-            rate_limit: Some("6/m".parse().expect("rate")),
-            ..Default::default()
+            routing: RoutingSettings {
+                rate_limit: Some("6/m".parse().expect("rate")),
+                ..Default::default()
+            },
+            health_check: None,
         };
         let json = serde_json::to_string(&s).expect("json");
         assert_eq!(json, r#"{"rate_limit":"6/m"}"#);
@@ -257,8 +267,17 @@ mod tests {
         assert_eq!(s.max_body, Some(10 << 20));
         assert_eq!(
             s.text().join(" "),
-            "max_body=10.0MB rate_limit=100/s redirect_https=on balance=round_robin"
+            "max_body=10MB rate_limit=100/s redirect_https=on balance=round_robin"
         );
+        for shown in s.text() {
+            let mut again = RoutingSettings::default();
+            again
+                .apply(&shown)
+                .expect("what is shown can be typed back");
+        }
+        let mut odd = RoutingSettings::default();
+        odd.apply("max_body=1536KB").expect("size");
+        assert_eq!(odd.text(), ["max_body=1536KB"]);
         for setting in [
             "max_body=none",
             "rate_limit=off",

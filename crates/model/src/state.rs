@@ -167,6 +167,12 @@ pub enum Balance {
     RoundRobin,
 }
 
+impl Balance {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// Everything a router needs, as of `revision`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
 pub struct RouteTable {
@@ -181,10 +187,8 @@ pub struct AppRoute {
     /// Host names (no port) that select this app.
     pub hosts: Vec<String>,
     pub backends: Vec<Backend>,
-    #[serde(default)]
-    pub balance: Balance,
     pub static_files: Option<StaticFiles>,
-    /// Limits, redirect and health check of the app's requests.
+    /// Balance, limits, redirect and health check of the app's requests.
     #[serde(default, skip_serializing_if = "RouteSettings::is_default")]
     pub settings: RouteSettings,
 }

@@ -91,9 +91,14 @@ mod tests {
                         id: format!("web.{i}"),
                     })
                     .collect(),
-                balance,
                 static_files: None,
-                settings: Default::default(),
+                settings: berth_model::RouteSettings {
+                    routing: berth_model::RoutingSettings {
+                        balance,
+                        ..Default::default()
+                    },
+                    health_check: None,
+                },
             }],
         });
         let table = routes.load();

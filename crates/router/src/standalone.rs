@@ -48,7 +48,7 @@ use std::time::{Duration, SystemTime};
 
 use berth_model::{
     names, AppRoute, Backend, Balance, HealthCheck, RateLimit, RouteSettings, RouteTable,
-    StaticFiles,
+    RoutingSettings, StaticFiles,
 };
 use serde::Deserialize;
 use thiserror::Error;
@@ -105,7 +105,6 @@ pub struct StandaloneApp {
     /// Normalised: lowercase, no trailing dot.
     pub hosts: Vec<String>,
     pub backends: Vec<SocketAddr>,
-    pub balance: Balance,
     pub static_files: Option<StaticFiles>,
     /// Limits and health check (the model's shape, as from the control plane).
     pub settings: RouteSettings,
@@ -177,13 +176,12 @@ struct RawApp {
     redirect_https: bool,
 }
 
-/// `"/healthz"`, or a table with the path and any of the timings.
+/// `"/healthz"`, or a table with the path and any of the timings. Read as
+/// a plain value first: serde's untagged enums would turn a typo inside the
+/// table into "did not match any variant", naming neither key nor fix.
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum RawCheck {
-    Path(String),
-    Full(RawCheckTable),
-}
+#[serde(transparent)]
+struct RawCheck(toml::Value);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -197,9 +195,17 @@ struct RawCheckTable {
 
 impl RawCheck {
     fn to_check(&self) -> Result<HealthCheck, String> {
-        let t = match self {
-            Self::Path(p) => return checked(HealthCheck::new(p.clone())),
-            Self::Full(t) => t,
+        let t: RawCheckTable = match &self.0 {
+            toml::Value::String(path) => return checked(HealthCheck::new(path.clone())),
+            toml::Value::Table(_) => self
+                .0
+                .clone()
+                .try_into()
+                .map_err(|e| e.to_string().trim_end().to_string())?,
+            _ => return Err(
+                "use a path (\"/healthz\") or a table ({ path = \"/healthz\", interval = \"2s\" })"
+                    .into(),
+            ),
         };
         let mut check = HealthCheck::new(t.path.clone());
         let ms = |v: &Option<String>, key: &str, default: u64| match v {
@@ -472,13 +478,15 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
             name,
             hosts,
             backends,
-            balance: app.balance,
             static_files,
             settings: RouteSettings {
-                max_body,
-                rate_limit,
+                routing: RoutingSettings {
+                    max_body,
+                    rate_limit,
+                    redirect_https: app.redirect_https,
+                    balance: app.balance,
+                },
                 health_check,
-                redirect_https: app.redirect_https,
             },
         });
     }
@@ -569,7 +577,6 @@ impl StandaloneConfig {
                             id: b.to_string(),
                         })
                         .collect(),
-                    balance: a.balance,
                     static_files: a.static_files.clone(),
                     settings: a.settings.clone(),
                 })

@@ -219,28 +219,26 @@ impl Table {
                     b.health.forget_checks();
                 }
             }
-            let limiter =
-                route
-                    .settings
-                    .rate_limit
-                    .map(|rate| match limiters.get(route.name.as_str()) {
-                        Some(l) if l.rate() == rate => Arc::clone(l),
-                        _ => Arc::new(Limiter::new(rate)),
-                    });
+            let limiter = route.settings.routing.rate_limit.map(|rate| {
+                match limiters.get(route.name.as_str()) {
+                    Some(l) if l.rate() == rate => Arc::clone(l),
+                    _ => Arc::new(Limiter::new(rate)),
+                }
+            });
             let app = Arc::new(App {
                 stats: app_stats
                     .get(route.name.as_str())
                     .map_or_else(Default::default, |s| Arc::clone(s)),
-                max_body: route.settings.max_body,
+                max_body: route.settings.routing.max_body,
                 limiter,
                 next: nexts
                     .get(route.name.as_str())
                     .map_or_else(Default::default, |n| Arc::clone(n)),
                 hosts: route.hosts.iter().map(|h| normalize_host(h)).collect(),
                 health_check: route.settings.health_check.clone(),
-                redirect_https: route.settings.redirect_https,
+                redirect_https: route.settings.routing.redirect_https,
                 name: route.name,
-                balance: route.balance,
+                balance: route.settings.routing.balance,
                 backends,
                 static_files: route.static_files,
             });
@@ -350,7 +348,6 @@ mod tests {
                         id: format!("v1/web.{}", i + 1),
                     })
                     .collect(),
-                balance: Balance::LeastConn,
                 static_files: None,
                 settings: Default::default(),
             }],

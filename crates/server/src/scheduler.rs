@@ -422,20 +422,16 @@ pub fn route_table(s: &Snapshot, apps_domain: &str) -> RouteTable {
                 .and_then(|(_, a)| a.static_files.clone());
             let mut hosts = vec![app_host(&app.name, apps_domain)];
             hosts.extend(app.domains.iter().cloned());
-            let routing = &app.settings.routing;
             AppRoute {
                 name: app.name.clone(),
                 hosts,
                 backends,
-                balance: routing.balance,
                 static_files,
                 // Routers check instances themselves too: the agent's checks
                 // restart an instance, the router's take it out of rotation
                 // the moment *this* router cannot reach it.
                 settings: RouteSettings {
-                    max_body: routing.max_body,
-                    rate_limit: routing.rate_limit,
-                    redirect_https: routing.redirect_https,
+                    routing: app.settings.routing,
                     health_check: app.settings.healthcheck.clone(),
                 },
             }

@@ -50,7 +50,7 @@ fn body_and_rate_limits_per_app_over_the_routers_default() {
     ]);
     let shown = berth.ok(&["routing", "--app", "hello"]);
     assert!(
-        shown.contains("max_body=1.0KB") && shown.contains("rate_limit=20/m"),
+        shown.contains("max_body=1KB") && shown.contains("rate_limit=20/m"),
         "{shown}"
     );
     let refused = wait_for("the app's own max_body", Duration::from_secs(10), || {

@@ -30,7 +30,7 @@ balance = "round_robin"
     let table = c.to_route_table(7);
     assert_eq!(table.revision, 7);
     assert_eq!(table.apps[0].hosts, ["bench.localhost"]);
-    assert_eq!(table.apps[0].balance, Balance::RoundRobin);
+    assert_eq!(table.apps[0].settings.routing.balance, Balance::RoundRobin);
     assert_eq!(table.apps[0].backends[1].addr, "127.0.0.1:19002");
 }
 
@@ -197,9 +197,9 @@ backends = ["127.0.0.1:2"]
     let Ok(c) = parse(text, Path::new("/")) else {
         panic!("valid file refused")
     };
-    assert_eq!(c.apps[0].settings.max_body, Some(10 << 20));
+    assert_eq!(c.apps[0].settings.routing.max_body, Some(10 << 20));
     assert_eq!(
-        c.apps[0].settings.rate_limit.map(|r| r.to_string()),
+        c.apps[0].settings.routing.rate_limit.map(|r| r.to_string()),
         Some("100/s".into())
     );
     assert_eq!(c.apps[1].settings, berth_model::RouteSettings::default());
@@ -371,7 +371,7 @@ redirect_https = true
     assert_eq!(tls.certificates.files[0].cert, dir.path().join("a.pem"));
     assert_eq!(tls.certificates.files[0].key, Path::new("/etc/keys/a.key"));
     assert!(!c.router_config(RouterConfig::default()).http2);
-    assert!(c.to_route_table(1).apps[0].settings.redirect_https);
+    assert!(c.to_route_table(1).apps[0].settings.routing.redirect_https);
     let plain = parse("", dir.path()).ok().expect("empty file is valid");
     assert!(plain.tls.is_none());
 }
@@ -389,4 +389,19 @@ fn tls_mistakes_name_their_line() {
     assert!(p[0].contains("without listen_tls"), "{p:?}");
     let p = problems("listen_tls = \"127.0.0.1:1\"\ncertificates_dir = \"nope\"\n");
     assert!(p[0].starts_with("line 2: certificates_dir"), "{p:?}");
+}
+
+#[test]
+fn a_typo_in_a_health_check_table_is_named() {
+    let p = problems(
+        "[[apps]]\nname = \"shop\"\nhosts = [\"shop.localhost\"]\nhealth_check = { path = \"/up\", intervall = \"2s\" }\n",
+    );
+    assert_eq!(p.len(), 1, "{p:#?}");
+    assert!(
+        p[0].starts_with("line 4: app \"shop\": health_check:"),
+        "{p:#?}"
+    );
+    assert!(p[0].contains("intervall"), "names the key: {p:#?}");
+    let p = problems("[[apps]]\nname = \"shop\"\nhosts = [\"shop.localhost\"]\nhealth_check = 5\n");
+    assert!(p[0].contains("use a path"), "{p:#?}");
 }

@@ -44,7 +44,7 @@ async fn round_robin_alternates() {
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
     let mut route = app("one", &["one.localhost"], &[a.addr, b.addr]);
-    route.balance = Balance::RoundRobin;
+    route.settings.routing.balance = Balance::RoundRobin;
     let router = Router::start(table(vec![route])).await;
     let mut seen = Vec::new();
     for _ in 0..4 {
@@ -85,7 +85,7 @@ async fn a_post_is_never_retried() {
     let dead_port = HeldPort::bind();
     let dead = dead_port.addr;
     let mut route = app("one", &["one.localhost"], &[dead, live.addr]);
-    route.balance = Balance::RoundRobin;
+    route.settings.routing.balance = Balance::RoundRobin;
     let router = Router::start(table(vec![route])).await;
 
     let mut statuses = Vec::new();

@@ -11,7 +11,7 @@ use crate::util::*;
 
 fn round_robin(backends: &[std::net::SocketAddr]) -> berth_model::AppRoute {
     let mut route = app("one", &["one.localhost"], backends);
-    route.balance = Balance::RoundRobin;
+    route.settings.routing.balance = Balance::RoundRobin;
     route
 }
 

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use berth_model::RouteSettings;
 use berth_router::RouterConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -43,10 +42,7 @@ async fn an_oversized_head_is_431() {
 async fn a_body_over_the_apps_limit_is_413_declared_or_streamed() {
     let rec = Recorder::start().await;
     let mut table = a_app(&rec);
-    table.apps[0].settings = RouteSettings {
-        max_body: Some(1000),
-        ..Default::default()
-    };
+    table.apps[0].settings.routing.max_body = Some(1000);
     let router = Router::start(table).await;
 
     // Declared up front: refused before the app hears of it.
@@ -262,10 +258,7 @@ async fn connections_beyond_the_routers_limit_are_closed() {
 async fn requests_over_the_apps_rate_are_429_with_retry_after() {
     let rec = Recorder::start().await;
     let mut table = a_app(&rec);
-    table.apps[0].settings = RouteSettings {
-        rate_limit: Some("3/m".parse().expect("rate")),
-        ..Default::default()
-    };
+    table.apps[0].settings.routing.rate_limit = Some("3/m".parse().expect("rate"));
     let router = Router::start(table).await;
     for i in 0..3 {
         assert_eq!(

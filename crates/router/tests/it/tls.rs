@@ -332,7 +332,7 @@ async fn plain_http_is_redirected_to_https_per_app_except_acme_challenges() {
     let (a_files, _) = ca.write(dir.path(), "a", &["a.test", "b.test"]);
     let backend = Backend::start("b").await;
     let mut secure = app("a", &["a.test"], &[backend.addr]);
-    secure.settings.redirect_https = true;
+    secure.settings.routing.redirect_https = true;
     let config = RouterConfig {
         trusted_proxies: TrustedProxies::new(vec!["127.0.0.2/32".parse().expect("net")]),
         ..RouterConfig::default()

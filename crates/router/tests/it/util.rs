@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_client::logs::LogShipper;
-use berth_model::{AppRoute, Backend as RouteBackend, Balance, NewLogLine, RouteTable};
+use berth_model::{AppRoute, Backend as RouteBackend, NewLogLine, RouteTable};
 use berth_router::{RouterConfig, Routes};
 use bytes::Bytes;
 use http::{Request, Response};
@@ -337,7 +337,6 @@ pub fn app(name: &str, hosts: &[&str], backends: &[SocketAddr]) -> AppRoute {
                 id: format!("v1/web.{}", i + 1),
             })
             .collect(),
-        balance: Balance::LeastConn,
         static_files: None,
         settings: Default::default(),
     }
