@@ -99,28 +99,22 @@ pub struct RouterTuning {
 }
 
 impl RouterTuning {
-    /// `base` with the flags that were given.
+    /// `base` with the flags that were given, applied as a standalone
+    /// file's settings are (flags given after a file's win).
     pub fn apply(&self, base: berth_router::RouterConfig) -> berth_router::RouterConfig {
-        berth_router::RouterConfig {
-            max_connections: self.max_connections.unwrap_or(base.max_connections),
-            max_connections_per_ip: self
-                .max_connections_per_ip
-                .unwrap_or(base.max_connections_per_ip),
-            header_read_timeout: self.header_read_timeout.unwrap_or(base.header_read_timeout),
-            body_read_timeout: self.body_read_timeout.unwrap_or(base.body_read_timeout),
-            max_body_bytes: self.max_body.unwrap_or(base.max_body_bytes),
-            trusted_proxies: if self.trusted_proxies.is_empty() {
-                base.trusted_proxies.clone()
-            } else {
-                berth_router::TrustedProxies::new(self.trusted_proxies.clone())
-            },
-            stats_listen: self.stats_listen.or(base.stats_listen),
-            websocket_idle_timeout: self
-                .websocket_idle_timeout
-                .unwrap_or(base.websocket_idle_timeout),
-            websocket_grace: self.websocket_grace.unwrap_or(base.websocket_grace),
-            ..base
+        berth_router::standalone::Settings {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            max_body: self.max_body,
+            trusted_proxies: self.trusted_proxies.clone(),
+            stats_listen: self.stats_listen,
+            websocket_idle_timeout: self.websocket_idle_timeout,
+            websocket_grace: self.websocket_grace,
+            ..Default::default()
         }
+        .apply(base)
     }
 }
 

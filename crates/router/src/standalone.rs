@@ -98,6 +98,35 @@ pub struct Settings {
     pub http2: Option<bool>,
 }
 
+impl Settings {
+    /// `base` with the settings that are given; the others keep its values.
+    /// The file and `berth`'s router flags both come through here.
+    pub fn apply(&self, base: RouterConfig) -> RouterConfig {
+        let s = self;
+        RouterConfig {
+            max_connections: s.max_connections.unwrap_or(base.max_connections),
+            max_connections_per_ip: s
+                .max_connections_per_ip
+                .unwrap_or(base.max_connections_per_ip),
+            header_read_timeout: s.header_read_timeout.unwrap_or(base.header_read_timeout),
+            body_read_timeout: s.body_read_timeout.unwrap_or(base.body_read_timeout),
+            max_body_bytes: s.max_body.unwrap_or(base.max_body_bytes),
+            trusted_proxies: if s.trusted_proxies.is_empty() {
+                base.trusted_proxies.clone()
+            } else {
+                TrustedProxies::new(s.trusted_proxies.clone())
+            },
+            stats_listen: s.stats_listen.or(base.stats_listen),
+            websocket_idle_timeout: s
+                .websocket_idle_timeout
+                .unwrap_or(base.websocket_idle_timeout),
+            websocket_grace: s.websocket_grace.unwrap_or(base.websocket_grace),
+            http2: s.http2.unwrap_or(base.http2),
+            ..base
+        }
+    }
+}
+
 /// One app of a standalone configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StandaloneApp {
@@ -529,28 +558,7 @@ fn line_of(text: &str, at: usize) -> usize {
 impl StandaloneConfig {
     /// `base` with the router-wide settings of the file applied.
     pub fn router_config(&self, base: RouterConfig) -> RouterConfig {
-        let s = &self.settings;
-        RouterConfig {
-            max_connections: s.max_connections.unwrap_or(base.max_connections),
-            max_connections_per_ip: s
-                .max_connections_per_ip
-                .unwrap_or(base.max_connections_per_ip),
-            header_read_timeout: s.header_read_timeout.unwrap_or(base.header_read_timeout),
-            body_read_timeout: s.body_read_timeout.unwrap_or(base.body_read_timeout),
-            max_body_bytes: s.max_body.unwrap_or(base.max_body_bytes),
-            trusted_proxies: if s.trusted_proxies.is_empty() {
-                base.trusted_proxies.clone()
-            } else {
-                TrustedProxies::new(s.trusted_proxies.clone())
-            },
-            stats_listen: s.stats_listen.or(base.stats_listen),
-            websocket_idle_timeout: s
-                .websocket_idle_timeout
-                .unwrap_or(base.websocket_idle_timeout),
-            websocket_grace: s.websocket_grace.unwrap_or(base.websocket_grace),
-            http2: s.http2.unwrap_or(base.http2),
-            ..base
-        }
+        self.settings.apply(base)
     }
 
     /// Puts this configuration's apps into `routes` as the next revision.
