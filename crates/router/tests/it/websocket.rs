@@ -3,7 +3,7 @@
 //! life through route changes, removal, idle time and shutdown, and the
 //! Autobahn fuzzing client's verdicts through the router against direct.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::process::Stdio;
@@ -572,21 +572,34 @@ async fn autobahn_cases_end_the_same_through_the_router_as_direct() {
     // Some cases time themselves (the peer's close, fragments sent with
     // pauses), and two runs at once on two cores beside the rest of the
     // suite can tip one over on either side. As `bench/autobahn.sh` does,
-    // the cases that differ, or fail directly, run again once, one side
-    // after the other with nothing else of this test running, and only
-    // what they do then counts.
+    // the cases that differ run again once, one side after the other with
+    // nothing else of this test running, and only what they do then
+    // counts; so do those failing directly when more than the one known
+    // fails (7.1.5, a close between a message's fragments, which
+    // `websockets` answers with another code than the case expects).
+    let failing_directly: BTreeSet<&String> =
+        direct.keys().filter(|c| !passed(direct.get(*c))).collect();
     let suspect: Vec<String> = direct
         .keys()
         .chain(proxied.keys())
-        .filter(|case| direct.get(*case) != proxied.get(*case) || !passed(direct.get(*case)))
+        .filter(|case| {
+            direct.get(*case) != proxied.get(*case)
+                || (failing_directly.len() > 1 && failing_directly.contains(case))
+        })
         .cloned()
-        .collect::<std::collections::BTreeSet<_>>()
+        .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
     let mut first_run = BTreeMap::new();
     if !suspect.is_empty() {
         let again: Vec<&str> = suspect.iter().map(String::as_str).collect();
-        eprintln!("autobahn: running again, one side after the other: {again:?}");
+        for case in &again {
+            eprintln!(
+                "autobahn: {case} again, one side after the other (direct {:?}, router {:?})",
+                direct.get(*case),
+                proxied.get(*case)
+            );
+        }
         let direct_again = autobahn(echo.addr, &again, 1)
             .await
             .unwrap_or_else(|e| panic!("re-running {again:?} directly: {e}"));
@@ -607,7 +620,7 @@ async fn autobahn_cases_end_the_same_through_the_router_as_direct() {
     let differ: Vec<_> = direct
         .keys()
         .chain(proxied.keys())
-        .collect::<std::collections::BTreeSet<_>>()
+        .collect::<BTreeSet<_>>()
         .into_iter()
         .filter(|case| direct.get(*case) != proxied.get(*case))
         .map(|case| {
