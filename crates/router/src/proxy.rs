@@ -1,25 +1,28 @@
 //! The request path, as named phases in the spirit of pingora's `ProxyHttp`:
 //!
 //! 1. **route** — Host header → app ([`route`]);
-//! 1. **admit** — framing the router will not forward, the app's rate
-//!    limit and declared body size ([`admit`]);
-//! 2. **static** — files under the app's static prefix, served from disk;
-//! 3. **pick** — a backend of the app that is not down
+//! 2. **admit** — framing the router will not forward, the app's rate
+//!    limit and declared body size ([`admit`]); a plain-HTTP request of an
+//!    app that wants HTTPS is redirected here ([`crate::redirect`]);
+//! 3. **static** — files under the app's static prefix, served from disk;
+//! 4. **pick** — a backend of the app that is not down
 //!    ([`crate::balance::pick`]);
-//! 4. **rewrite request** — hop-by-hop out, `X-Forwarded-*` in
+//! 5. **rewrite request** — hop-by-hop out, `X-Forwarded-*` in
 //!    ([`rewrite_request`]);
-//! 5. **forward** — send; when the backend could not be reached, or took
+//! 6. **forward** — send; when the backend could not be reached, or took
 //!    the request and closed without a response byte, send it once more
 //!    elsewhere if that is safe ([`forward`], [`resend_body`]). Every
 //!    attempt feeds the backend's passive health ([`crate::health`]);
-//! 6. **rewrite response** — hop-by-hop out, `X-Request-Id` in;
-//! 7. **log** — when the response body ends ([`finish`]).
+//! 7. **rewrite response** — hop-by-hop out, `X-Request-Id` in;
+//! 8. **log** — when the response body ends ([`finish`]).
 //!
-//! A WebSocket handshake takes phases 3–6 of its own ([`upgrade`]): a
+//! A WebSocket handshake takes phases 4–7 of its own ([`upgrade`]): a
 //! connection of its own, and on `101` a tunnel that logs the session when
 //! it ends ([`crate::tunnel`]).
 //!
-//! Per-request state lives in one [`Ctx`]. TLS will be a further phase here.
+//! Per-request state lives in one [`Ctx`]. TLS ends before this module: a
+//! request over TLS or HTTP/2 reaches it like any other
+//! ([`crate::tls`], [`crate::http2`]).
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
