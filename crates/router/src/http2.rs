@@ -34,13 +34,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{header, Method, Request};
+use http::{header, HeaderMap, HeaderValue, Method, Request};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use crate::body::Tracked;
 use crate::config::RouterConfig;
 use crate::error::ProxyError;
 use crate::headers::Peer;
@@ -80,12 +82,17 @@ pub(crate) async fn serve<S>(
             let forwarded = forwarded.clone();
             let busy = activity.begin();
             req.extensions_mut().insert(OverTls);
+            join_cookies(req.headers_mut());
             async move {
                 let resp = match check(&req) {
                     Ok(()) => proxy::handle(shared, forwarded, req).await,
                     Err(e) => e.into_response(&shared.config.apps_domain),
                 };
-                drop(busy);
+                // The stream is busy until its body ends, not its head: an
+                // event stream or a long download sends nothing else, and
+                // must not count as idle.
+                let resp = resp
+                    .map(|body| Tracked::new(body, Box::new(move |_| drop(busy))).boxed_unsync());
                 Ok::<_, std::convert::Infallible>(resp)
             }
         })
@@ -165,8 +172,28 @@ fn check<B>(req: &Request<B>) -> Result<(), ProxyError> {
     }
 }
 
-/// Requests of one connection: how many are open, and a counter bumped at
-/// each start and end, so an idle check can tell "nothing happened".
+/// Joins the `cookie` fields of a request into one, as RFC 9113 §8.2.3
+/// asks before a request goes on over HTTP/1.1: HTTP/2 clients send each
+/// cookie as a field of its own (for header compression), and HTTP/1.1
+/// allows one `Cookie` line, so apps would see only the first.
+fn join_cookies(headers: &mut HeaderMap) {
+    let values: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if values.len() < 2 {
+        return;
+    }
+    // Valid values joined by "; " are a valid value.
+    if let Ok(joined) = HeaderValue::from_bytes(&values.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, joined);
+    }
+}
+
+/// Requests of one connection: how many are open (from request head to the
+/// end of the response body), and a counter bumped at each start and end,
+/// so an idle check can tell "nothing happened".
 #[derive(Default)]
 struct Activity {
     in_flight: AtomicUsize,
@@ -233,5 +260,22 @@ mod tests {
         ] {
             assert!(check(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn cookie_fields_are_joined_into_one() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("c=3"));
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+
+        let mut one = HeaderMap::new();
+        one.append(header::COOKIE, HeaderValue::from_static("a=1; b=2"));
+        join_cookies(&mut one);
+        assert_eq!(one.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(one[header::COOKIE], "a=1; b=2");
     }
 }

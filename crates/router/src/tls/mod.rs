@@ -98,7 +98,10 @@ struct Inner {
 impl Certificates {
     /// Loads every certificate of `sources`. Fails, listing every problem,
     /// if any one cannot be served: at start a broken file is a mistake to
-    /// fix, not something to run without.
+    /// fix, not something to run without. A directory with no certificate
+    /// in it yet is not an error (a warning): handshakes fail until
+    /// [`Certificates::watch`] finds the first one, which is how a fresh
+    /// host gets its first certificate through the router's port 80.
     pub fn load(sources: CertSources) -> Result<Self, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let (tracker, set) = Tracker::load(sources, &provider)?;
@@ -115,11 +118,17 @@ impl Certificates {
 
     /// The names served, exact and wildcard, for the start-up message.
     pub fn names(&self) -> Vec<String> {
-        self.inner
-            .tracker
-            .lock()
-            .map(|t| t.names())
-            .unwrap_or_default()
+        self.tracker().names()
+    }
+
+    /// The tracker, even after a reload panicked while holding it: what it
+    /// knows is still the last state read, and refusing it would stop every
+    /// later reload without a word.
+    fn tracker(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        self.inner.tracker.lock().unwrap_or_else(|poisoned| {
+            tracing::warn!("a certificate reload panicked before; reloading goes on");
+            poisoned.into_inner()
+        })
     }
 
     /// A rustls server configuration over these certificates (reloads
@@ -168,5 +177,48 @@ pub(crate) async fn accept(
             io::ErrorKind::TimedOut,
             format!("TLS handshake not done within {within:?}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// A self-signed certificate for `name` as certbot lays it out.
+    fn write_cert(dir: &Path, name: &str) {
+        let cert = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("cert");
+        let sub = dir.join(name);
+        std::fs::create_dir(&sub).expect("mkdir");
+        std::fs::write(sub.join("fullchain.pem"), cert.cert.pem()).expect("write cert");
+        std::fs::write(sub.join("privkey.pem"), cert.signing_key.serialize_pem())
+            .expect("write key");
+    }
+
+    #[test]
+    fn reloads_go_on_after_a_reload_panicked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_cert(dir.path(), "a.test");
+        let certs = Certificates::load(CertSources {
+            files: Vec::new(),
+            dir: Some(dir.path().to_path_buf()),
+        })
+        .expect("load");
+        let holder = certs.clone();
+        let panicked = std::thread::spawn(move || {
+            let _held = holder.inner.tracker.lock();
+            panic!("a reload that panics while holding the tracker");
+        })
+        .join();
+        assert!(panicked.is_err() && certs.inner.tracker.is_poisoned());
+
+        write_cert(dir.path(), "b.test");
+        certs.reload();
+        assert_eq!(certs.names(), ["a.test", "b.test"]);
+        let served = certs.inner.resolver.current.load();
+        assert!(served.pick(Some("b.test")).is_some_and(|b| served
+            .pick(Some("a.test"))
+            .is_some_and(|a| !Arc::ptr_eq(a, b))));
     }
 }

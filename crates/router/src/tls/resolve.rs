@@ -1,6 +1,8 @@
 //! Picking the certificate for a handshake by SNI: an exact name, then a
 //! `*.` wildcard one label deep, then the default (the first certificate),
 //! as HAProxy and nginx do for clients that send no name or an unknown one.
+//! An empty set (a certificate directory with nothing in it yet) fails
+//! every handshake until a certificate appears.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,13 +19,14 @@ pub(crate) struct CertSet {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// Keyed by what follows `*.`: `example.com` for `*.example.com`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
-    default: Arc<CertifiedKey>,
+    /// `None` only in an empty set.
+    default: Option<Arc<CertifiedKey>>,
 }
 
 impl CertSet {
     /// The set of `certs` in order; the first is the default, and the first
-    /// to claim a name keeps it. `None` when there is none.
-    pub fn new<'a>(certs: impl IntoIterator<Item = &'a Loaded>) -> Option<Self> {
+    /// to claim a name keeps it.
+    pub fn new<'a>(certs: impl IntoIterator<Item = &'a Loaded>) -> Self {
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         let mut default = None;
@@ -38,26 +41,32 @@ impl CertSet {
                     .or_insert_with(|| Arc::clone(&cert.key));
             }
         }
-        Some(Self {
+        Self {
             exact,
             wildcard,
-            default: default?,
-        })
+            default,
+        }
     }
 
-    /// The certificate for SNI `name` (any case, maybe with a trailing dot).
-    pub fn pick(&self, name: Option<&str>) -> &Arc<CertifiedKey> {
+    /// Whether no certificate is in the set.
+    pub fn is_empty(&self) -> bool {
+        self.default.is_none()
+    }
+
+    /// The certificate for SNI `name` (any case, maybe with a trailing
+    /// dot); `None` only from an empty set.
+    pub fn pick(&self, name: Option<&str>) -> Option<&Arc<CertifiedKey>> {
         let Some(name) = name else {
-            return &self.default;
+            return self.default.as_ref();
         };
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         if let Some(key) = self.exact.get(&name) {
-            return key;
+            return Some(key);
         }
         // A wildcard covers exactly one label (RFC 6125 §6.4.3).
         name.split_once('.')
             .and_then(|(_, parent)| self.wildcard.get(parent))
-            .unwrap_or(&self.default)
+            .or(self.default.as_ref())
     }
 }
 
@@ -79,7 +88,8 @@ impl fmt::Debug for Resolver {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(Arc::clone(self.current.load().pick(hello.server_name())))
+        // `None` makes rustls refuse the handshake with an alert.
+        self.current.load().pick(hello.server_name()).cloned()
     }
 }
 
@@ -110,8 +120,10 @@ mod tests {
     fn exact_then_wildcard_then_default() {
         let a = cert(&["a.example"]);
         let wild = cert(&["*.apps.example", "apps.example"]);
-        let set = CertSet::new([&a, &wild]).expect("a set");
-        let is = |name: Option<&str>, c: &Loaded| Arc::ptr_eq(set.pick(name), &c.key);
+        let set = CertSet::new([&a, &wild]);
+        let is = |name: Option<&str>, c: &Loaded| {
+            Arc::ptr_eq(set.pick(name).expect("a certificate"), &c.key)
+        };
         assert!(is(Some("a.example"), &a));
         assert!(is(Some("A.Example."), &a), "case and trailing dot");
         assert!(is(Some("shop.apps.example"), &wild));
@@ -128,9 +140,13 @@ mod tests {
     fn the_first_to_claim_a_name_keeps_it() {
         let first = cert(&["same.example"]);
         let second = cert(&["same.example", "other.example"]);
-        let set = CertSet::new([&first, &second]).expect("a set");
-        assert!(Arc::ptr_eq(set.pick(Some("same.example")), &first.key));
-        assert!(Arc::ptr_eq(set.pick(Some("other.example")), &second.key));
-        assert!(CertSet::new([]).is_none());
+        let set = CertSet::new([&first, &second]);
+        let pick = |name| set.pick(Some(name)).expect("a certificate");
+        assert!(Arc::ptr_eq(pick("same.example"), &first.key));
+        assert!(Arc::ptr_eq(pick("other.example"), &second.key));
+        let empty = CertSet::new([]);
+        assert!(empty.is_empty());
+        assert!(empty.pick(Some("same.example")).is_none());
+        assert!(empty.pick(None).is_none());
     }
 }

@@ -1,6 +1,7 @@
 //! Reloading certificates when their files change.
 //!
-//! Files are polled (size and modification time of each, every 500 ms) as
+//! Files are polled (size, modification and change time, device and inode
+//! of each, every 500 ms) as
 //! the standalone TOML file is, for the same reasons: it works on every
 //! filesystem and costs a few `stat`s. `stat` follows symlinks, so
 //! certbot's renewal (new files under `archive/`, the `live/` links moved)
@@ -21,8 +22,21 @@ use super::{CertSources, Certificates, TlsError};
 /// How often [`Certificates::watch`] looks at the files.
 const POLL_EVERY: Duration = Duration::from_millis(500);
 
-/// Size and modification time of both files of a certificate.
-type Stamp = [Option<(Option<SystemTime>, u64)>; 2];
+/// What tells the versions of both files of a certificate apart.
+type Stamp = [Option<FileStamp>; 2];
+
+/// One version of a file. Size and modification time alone miss a rewrite
+/// of the same size within the filesystem's timestamp granularity; the
+/// inode tells a file replaced by rename (certbot, `cp` to a temporary name
+/// then `mv`) from the one before, and the change time also moves when a
+/// tool puts the old modification time back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    #[cfg(unix)]
+    node: (u64, u64, i64, i64),
+}
 
 /// What is known of the certificate files.
 pub(super) struct Tracker {
@@ -67,7 +81,20 @@ impl Tracker {
             _ => return Err(TlsError::Several(problems)),
         }
         let tracker = Self { sources, entries };
-        let set = tracker.set().ok_or(TlsError::None)?;
+        let set = CertSet::new(tracker.loaded());
+        if set.is_empty() {
+            // A certificate directory may start empty: on a fresh host the
+            // first certificate is fetched through this very router (ACME
+            // http-01 on port 80), so HTTPS must be able to wait for it.
+            // Files named one by one are a promise that they exist.
+            let Some(dir) = &tracker.sources.dir else {
+                return Err(TlsError::None);
+            };
+            tracing::warn!(
+                dir = %dir.display(),
+                "no certificate yet: HTTPS handshakes fail until one appears as NAME/fullchain.pem and NAME/privkey.pem"
+            );
+        }
         Ok((tracker, set))
     }
 
@@ -127,8 +154,13 @@ impl Tracker {
         set
     }
 
+    /// The set to serve; `None` when it would be empty.
     fn set(&self) -> Option<CertSet> {
-        CertSet::new(self.entries.iter().filter_map(|e| e.loaded.as_ref()))
+        Some(CertSet::new(self.loaded())).filter(|s| !s.is_empty())
+    }
+
+    fn loaded(&self) -> impl Iterator<Item = &Loaded> {
+        self.entries.iter().filter_map(|e| e.loaded.as_ref())
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -155,17 +187,17 @@ impl Certificates {
             }
             let certs = self.clone();
             // Reading and parsing files blocks; keep it off the workers.
-            let set = tokio::task::spawn_blocking(move || {
-                let provider = &certs.inner.provider;
-                let mut tracker = certs.inner.tracker.lock().ok()?;
-                tracker.reload(provider)
-            })
-            .await;
-            match set {
-                Ok(Some(set)) => self.swap(set),
-                Ok(None) => {}
-                Err(e) => tracing::error!("reloading certificates failed: {e}"),
+            if let Err(e) = tokio::task::spawn_blocking(move || certs.reload()).await {
+                tracing::error!("reloading certificates failed: {e}");
             }
+        }
+    }
+
+    /// Reads the files once, and serves the new set if anything changed.
+    pub(super) fn reload(&self) {
+        let set = self.tracker().reload(&self.inner.provider);
+        if let Some(set) = set {
+            self.swap(set);
         }
     }
 }
@@ -205,11 +237,20 @@ fn scan(dir: &Path) -> Result<Vec<CertFiles>, TlsError> {
 }
 
 fn stamp(files: &CertFiles) -> Stamp {
-    let one = |p: &Path| {
-        let meta = std::fs::metadata(p).ok()?;
-        Some((meta.modified().ok(), meta.len()))
-    };
-    [one(&files.cert), one(&files.key)]
+    [file_stamp(&files.cert), file_stamp(&files.key)]
+}
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+        #[cfg(unix)]
+        node: {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
+        },
+    })
 }
 
 fn warn_expired(files: &CertFiles, loaded: &Loaded) {
@@ -218,5 +259,32 @@ fn warn_expired(files: &CertFiles, loaded: &Loaded) {
             cert = %files.cert.display(),
             "certificate has expired: clients will refuse it until it is renewed"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_replaced_with_the_same_size_and_time_is_a_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fullchain.pem");
+        std::fs::write(&path, "first").expect("write");
+        let before = file_stamp(&path).expect("stamp");
+        // certbot's way: a new file, moved over the old one; even with the
+        // same size and modification time it is another file.
+        let next = dir.path().join("next.pem");
+        std::fs::write(&next, "other").expect("write");
+        let modified = before.modified.expect("mtime");
+        std::fs::File::options()
+            .write(true)
+            .open(&next)
+            .and_then(|f| f.set_modified(modified))
+            .expect("set mtime");
+        std::fs::rename(&next, &path).expect("rename");
+        let after = file_stamp(&path).expect("stamp");
+        assert_eq!((after.modified, after.len), (before.modified, before.len));
+        assert_ne!(after, before);
     }
 }

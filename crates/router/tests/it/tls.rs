@@ -190,6 +190,62 @@ async fn a_certbot_directory_is_served_and_new_certificates_in_it_picked_up() {
     assert!(router.certs.names().contains(&"c.test".to_string()));
 }
 
+#[tokio::test]
+async fn https_starts_with_an_empty_certificate_directory_and_serves_the_first_certificate() {
+    // A fresh host: certbot gets the first certificate through the router.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = dir.path().join("live");
+    std::fs::create_dir(&live).expect("mkdir");
+    let backend = Backend::start("b").await;
+    let router = TlsRouter::start(
+        CertSources {
+            files: vec![],
+            dir: Some(live.clone()),
+        },
+        table(vec![app("a", &["a.test"], &[backend.addr])]),
+    )
+    .await;
+    assert!(
+        handshake(router.tls_addr, Some("a.test"), &[]).await.is_err(),
+        "no certificate yet: the handshake fails"
+    );
+    // Plain HTTP serves meanwhile (the ACME challenge goes there).
+    assert_eq!(
+        http_client()
+            .get(format!("http://{}/", router.addr))
+            .header("host", "a.test")
+            .send()
+            .await
+            .expect("answered")
+            .status(),
+        200
+    );
+
+    let ca = TestCa::new();
+    let sub = live.join("a.test");
+    std::fs::create_dir(&sub).expect("mkdir");
+    let leaf = ca.leaf(&["a.test"]);
+    write_leaf(
+        &CertFiles {
+            cert: sub.join("fullchain.pem"),
+            key: sub.join("privkey.pem"),
+        },
+        &leaf,
+    );
+    eventually("the first certificate served", || async {
+        handshake(router.tls_addr, Some("a.test"), &[]).await.is_ok()
+    })
+    .await;
+    assert_eq!(served_cert(router.tls_addr, Some("a.test")).await, leaf.der);
+    let client = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
+    let resp = client
+        .get(router.url("a.test", "/"))
+        .send()
+        .await
+        .expect("served over HTTPS");
+    assert_eq!(resp.status(), 200);
+}
+
 #[test]
 fn unusable_files_are_refused_at_load_each_named() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -235,6 +291,9 @@ fn unusable_files_are_refused_at_load_each_named() {
         dir: Some(dir.path().join("empty")),
     });
     assert!(none.err().expect("no dir").to_string().contains("empty"));
+    // Only a directory may wait for its first certificate.
+    let nothing = Certificates::load(files(vec![]));
+    assert!(nothing.is_err(), "no certificate named: refused");
 }
 
 #[tokio::test]
