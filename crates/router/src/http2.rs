@@ -27,6 +27,18 @@
 //! - **`:authority` against `Host`**: both name the host; when a client
 //!   sends both and they disagree the router answers `400` ([`check`]), as
 //!   RFC 9113 §8.3.1 requires.
+//! - **Per-address limit**: `max_connections_per_ip` counts connections,
+//!   and each HTTP/2 connection carries up to `http2_max_streams` requests:
+//!   with the defaults one address may have 512 × 100 = 51 200 requests
+//!   open at once over HTTP/2, against 512 over HTTP/1.1. Per-app request
+//!   rate limits apply per request either way.
+//! - **Time to the first request**: a TLS client gets `header_read_timeout`
+//!   for its handshake, then again for its first request (HTTP/2 counts a
+//!   connection with no stream open as idle, HTTP/1.1 its first head).
+//!
+//! Cookies: HTTP/2 clients send each cookie as a field of its own; they are
+//! joined into one `cookie` line (RFC 9113 §8.2.3) before the request goes
+//! on to an HTTP/1.1 backend.
 
 use std::net::SocketAddr;
 use std::pin::Pin;

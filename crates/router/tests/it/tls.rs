@@ -206,7 +206,9 @@ async fn https_starts_with_an_empty_certificate_directory_and_serves_the_first_c
     )
     .await;
     assert!(
-        handshake(router.tls_addr, Some("a.test"), &[]).await.is_err(),
+        handshake(router.tls_addr, Some("a.test"), &[])
+            .await
+            .is_err(),
         "no certificate yet: the handshake fails"
     );
     // Plain HTTP serves meanwhile (the ACME challenge goes there).
@@ -233,7 +235,9 @@ async fn https_starts_with_an_empty_certificate_directory_and_serves_the_first_c
         &leaf,
     );
     eventually("the first certificate served", || async {
-        handshake(router.tls_addr, Some("a.test"), &[]).await.is_ok()
+        handshake(router.tls_addr, Some("a.test"), &[])
+            .await
+            .is_ok()
     })
     .await;
     assert_eq!(served_cert(router.tls_addr, Some("a.test")).await, leaf.der);
