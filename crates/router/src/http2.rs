@@ -30,8 +30,7 @@
 //! - **Per-address limit**: `max_connections_per_ip` counts connections,
 //!   and each HTTP/2 connection carries up to `http2_max_streams` requests:
 //!   with the defaults one address may have 512 × 100 = 51 200 requests
-//!   open at once over HTTP/2, against 512 over HTTP/1.1. Per-app request
-//!   rate limits apply per request either way.
+//!   open at once over HTTP/2, against 512 over HTTP/1.1.
 //! - **Time to the first request**: a TLS client gets `header_read_timeout`
 //!   for its handshake, then again for its first request (HTTP/2 counts a
 //!   connection with no stream open as idle, HTTP/1.1 its first head).
