@@ -128,8 +128,25 @@ pub struct TlsArgs {
     /// NAME/fullchain.pem and NAME/privkey.pem per certificate (e.g.
     /// /etc/letsencrypt/live). Picked by SNI; the first (by name) is the
     /// default; reloaded when the files change.
+    /// A directory with no certificate yet is fine: HTTPS handshakes fail
+    /// until certbot (answered over HTTP) puts the first one there.
     #[arg(long, env = "BERTH_CERTS", requires = "listen_tls")]
     pub certs: Option<PathBuf>,
+    /// The port clients reach HTTPS on, for redirects to HTTPS, when a port
+    /// forward puts it in front of --listen-tls (e.g. 443 → 8443)
+    /// [default: the --listen-tls port].
+    #[arg(long, env = "BERTH_HTTPS_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub https_port: Option<u16>,
+}
+
+impl TlsArgs {
+    /// `base` with the HTTPS port of the flags, if given.
+    fn apply(&self, base: berth_router::RouterConfig) -> berth_router::RouterConfig {
+        berth_router::RouterConfig {
+            https_port: self.https_port.or(base.https_port),
+            ..base
+        }
+    }
 }
 
 /// Agent settings shared by `up` and `agent`.
@@ -183,8 +200,9 @@ pub struct AgentArgs {
 #[derive(Args, Debug)]
 pub struct RouterArgs {
     /// Run standalone from this TOML file of routes (hot-reloaded) instead of
-    /// following a Berth server.
-    #[arg(long)]
+    /// following a Berth server. HTTPS is set in the file (`listen_tls`,
+    /// `certificates_dir`, `https_port`), not by flags.
+    #[arg(long, conflicts_with_all = ["listen_tls", "certs", "https_port"])]
     pub config: Option<PathBuf>,
     /// Worker threads (overrides the file's `threads`).
     #[arg(long)]
@@ -441,10 +459,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         routes.clone(),
         shutdown.wait(),
     ));
-    let router_config = args.router.apply(berth_router::RouterConfig {
-        apps_domain: args.control.apps_domain.clone(),
-        ..Default::default()
-    });
+    let router_config = args
+        .tls
+        .apply(args.router.apply(berth_router::RouterConfig {
+            apps_domain: args.control.apps_domain.clone(),
+            ..Default::default()
+        }));
     let tls = tls_from_flags(&args.tls, shutdown.wait()).await?;
     let https = tls.as_ref().map(|t| t.listener.local_addr()).transpose()?;
     let router = tokio::spawn(berth_router::run_with_tls(
@@ -601,16 +621,21 @@ pub async fn router(
             )
         }
     };
-    router_config = args.tuning.apply(router_config);
+    router_config = args.tls.apply(args.tuning.apply(router_config));
     println!(
         "Berth router listening on http://{}",
         listener.local_addr()?
     );
     if let Some(tls) = &tls {
+        let names = tls.certs.names();
         println!(
             "Berth router listening on https://{} for {}",
             tls.listener.local_addr()?,
-            tls.certs.names().join(", ")
+            if names.is_empty() {
+                "no certificate yet (handshakes fail until one is added)".to_string()
+            } else {
+                names.join(", ")
+            }
         );
     }
     berth_router::run_with_tls(listener, tls, routes, router_config, logs, shutdown.wait()).await?;

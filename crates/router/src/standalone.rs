@@ -96,6 +96,9 @@ pub struct Settings {
     pub websocket_idle_timeout: Option<Duration>,
     pub websocket_grace: Option<Duration>,
     pub http2: Option<bool>,
+    /// The port clients reach HTTPS on, for redirects (a port forward from
+    /// 443 to `listen_tls`'s port).
+    pub https_port: Option<u16>,
 }
 
 impl Settings {
@@ -122,6 +125,7 @@ impl Settings {
                 .unwrap_or(base.websocket_idle_timeout),
             websocket_grace: s.websocket_grace.unwrap_or(base.websocket_grace),
             http2: s.http2.unwrap_or(base.http2),
+            https_port: s.https_port.or(base.https_port),
             ..base
         }
     }
@@ -182,6 +186,7 @@ struct RawConfig {
     certificates: Vec<Spanned<tls::RawCert>>,
     certificates_dir: Option<Spanned<String>>,
     http2: Option<bool>,
+    https_port: Option<Spanned<u16>>,
     #[serde(default)]
     apps: Vec<Spanned<RawApp>>,
 }
@@ -384,7 +389,18 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
             })
             .ok()
     });
+    let https_port = raw.https_port.as_ref().and_then(|p| {
+        let port = *p.get_ref();
+        if port == 0 {
+            problem(
+                p.span(),
+                "https_port = 0 is no port: give the port clients reach HTTPS on, e.g. 443".into(),
+            );
+        }
+        (port != 0).then_some(port)
+    });
     let settings = Settings {
+        https_port,
         stats_listen,
         max_connections,
         max_connections_per_ip,

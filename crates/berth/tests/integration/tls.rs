@@ -1,5 +1,6 @@
 //! HTTPS in the `berth` binary: `berth up --listen-tls --certs DIR` (a
-//! certbot-style directory) and `berth router --config FILE --check`.
+//! certbot-style directory, which may start empty) and `berth router
+//! --config FILE` (`--check`; TLS flags refused: HTTPS is set in the file).
 
 use std::path::Path;
 use std::process::Command;
@@ -115,4 +116,71 @@ fn router_check_names_a_certificate_that_does_not_fit_its_key() {
         err.contains("b.example/privkey.pem does not belong to certificate"),
         "{err}"
     );
+}
+
+#[test]
+fn berth_up_starts_https_before_the_first_certificate() {
+    // A fresh host: certbot's directory is there but empty until the first
+    // certificate is fetched through the router's plain HTTP.
+    let certs_dir = tempfile::tempdir().unwrap();
+    let live = certs_dir.path().join("live");
+    std::fs::create_dir(&live).unwrap();
+    let berth = Berth::up_with(&[
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--certs",
+        live.to_str().unwrap(),
+        "--https-port",
+        "443",
+    ]);
+    let port: u16 = wait_for("the HTTPS address", Duration::from_secs(10), || {
+        let log = berth.log();
+        let line = log.lines().find(|l| l.trim_start().starts_with("HTTPS:"))?;
+        line.split("127.0.0.1:")
+            .nth(1)?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    });
+    let certs = Certs::new();
+    let client = certs.client("shop.example", port);
+    let url = format!("https://shop.example:{port}/");
+    assert!(client.get(&url).send().is_err(), "no certificate yet");
+    certs.put(&live, "shop.example");
+    let status = wait_for(
+        "the first certificate served",
+        Duration::from_secs(10),
+        || client.get(&url).send().ok().map(|r| r.status()),
+    );
+    assert_eq!(status, 404, "the router's own answer, over HTTPS");
+}
+
+#[test]
+fn router_with_a_config_file_refuses_tls_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("router.toml");
+    std::fs::write(&config, "").unwrap();
+    for flags in [
+        &[
+            "--listen-tls",
+            "127.0.0.1:0",
+            "--certs",
+            "/etc/letsencrypt/live",
+        ][..],
+        &["--https-port", "443"][..],
+    ] {
+        let out = Command::new(BERTH)
+            // --check: without the refusal it would say OK and exit.
+            .args(["router", "--check", "--config", config.to_str().unwrap()])
+            .args(flags)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flags:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cannot be used with") && err.contains(flags[0]),
+            "{err}"
+        );
+    }
 }

@@ -377,6 +377,25 @@ redirect_https = true
 }
 
 #[test]
+fn https_port_is_where_redirects_point() {
+    let c = parse("https_port = 443\n", Path::new("/"))
+        .ok()
+        .expect("valid file");
+    assert_eq!(
+        c.router_config(RouterConfig::default()).https_port,
+        Some(443)
+    );
+    let p = problems("\nhttps_port = 0\n");
+    assert!(p[0].starts_with("line 2: https_port = 0"), "{p:?}");
+    let p = match parse("https_port = 70000\n", Path::new("/")) {
+        Err(Problems::Syntax(s)) => s,
+        Err(Problems::Invalid(p)) => panic!("{p:?}"),
+        Ok(_) => panic!("a port out of range is refused"),
+    };
+    assert!(p.contains("https_port"), "{p}");
+}
+
+#[test]
 fn tls_mistakes_name_their_line() {
     let p = problems("listen_tls = \"127.0.0.1:8443\"\n");
     assert!(

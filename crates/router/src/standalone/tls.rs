@@ -8,6 +8,10 @@
 //! cert = "certs/shop.pem"
 //! key = "certs/shop.key"
 //! ```
+//!
+//! `https_port` (a router-wide setting, read with the others) is the port
+//! redirects to HTTPS name, for when a port forward puts 443 in front of
+//! `listen_tls`.
 
 use std::net::SocketAddr;
 use std::ops::Range;
