@@ -17,36 +17,16 @@
 # Numbers on a shared 2-core machine are noisy: compare ratios, use --rounds 5+.
 set -euo pipefail
 
-ROUNDS=3 SECS=8 BERTH=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --rounds) ROUNDS="$2"; shift 2 ;;
-    --seconds) SECS="$2"; shift 2 ;;
-    --berth) BERTH="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
-    *) echo "router-tls.sh: unknown argument $1" >&2; exit 2 ;;
-  esac
-done
+. "$(dirname "$0")/lib.sh"
+bench_args router-tls.sh 17 "$@"
 
-PATH="$PATH:/usr/sbin"
 for tool in h2load haproxy nginx openssl; do
   command -v "$tool" >/dev/null || { echo "router-tls.sh: $tool not found (apt-get install nghttp2-client haproxy nginx-light openssl)" >&2; exit 2; }
 done
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-if [ -z "$BERTH" ]; then
-  (cd "$ROOT" && cargo build --release -p berth)
-  BERTH="$TARGET/release/berth"
-fi
+bench_binary
 
-DIR=$(mktemp -d /tmp/router-tls-bench.XXXXXX)
-cleanup() {
-  for p in "$DIR"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
+bench_dir router-tls-bench
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
   for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
   echo "router-tls.sh: nothing listens on $1" >&2; cat "$DIR"/*.log >&2 || true; exit 2

@@ -18,36 +18,16 @@
 # Numbers on a shared 2-core machine are noisy: compare ratios, use --rounds 5+.
 set -euo pipefail
 
-ROUNDS=3 SECS=8 BERTH=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --rounds) ROUNDS="$2"; shift 2 ;;
-    --seconds) SECS="$2"; shift 2 ;;
-    --berth) BERTH="$2"; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
-    *) echo "router.sh: unknown argument $1" >&2; exit 2 ;;
-  esac
-done
+. "$(dirname "$0")/lib.sh"
+bench_args router.sh 18 "$@"
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LB=${LB_COMPARE:-/work/shared/bench/lb-compare}
 [ -x "$LB" ] || { echo "router.sh: $LB not found" >&2; exit 2; }
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-PATH="$PATH:/usr/sbin"
 
-if [ -z "$BERTH" ]; then
-  (cd "$ROOT" && cargo build --release -p berth)
-  BERTH="$TARGET/release/berth"
-fi
+bench_binary
 
-DIR=$(mktemp -d /tmp/router-bench.XXXXXX)
-cleanup() {
-  for p in "$DIR"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
+bench_dir router-bench
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 PORT=$(free_port)

@@ -102,26 +102,24 @@ impl Life {
     }
 
     fn event(&self, kind: EventKind, line: String) {
-        self.logs.send(NewLogLine {
-            app: self.state.app.clone(),
-            ts: berth_model::now_millis(),
-            source: "berth".into(),
-            scope: None,
-            line: format!("{} (v{}): {line}", self.dyno(), self.state.release),
-            event: Some(kind),
-        });
+        self.send_line(line, Some(kind));
     }
 
     /// A line about this instance in the app's log that records no state
     /// change.
     fn log(&self, line: String) {
+        self.send_line(line, None);
+    }
+
+    /// `line` in the app's log as Berth's, prefixed with this instance.
+    fn send_line(&self, line: String, event: Option<EventKind>) {
         self.logs.send(NewLogLine {
             app: self.state.app.clone(),
             ts: berth_model::now_millis(),
             source: "berth".into(),
             scope: None,
             line: format!("{} (v{}): {line}", self.dyno(), self.state.release),
-            event: None,
+            event,
         });
     }
 

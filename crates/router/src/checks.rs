@@ -18,10 +18,11 @@ use bytes::Bytes;
 use http::{header, Request, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
+use crate::connector;
 use crate::health::{self, CheckTransition};
 use crate::table::{App, BackendState, Routes};
+use crate::upstream;
 
 /// How often the checker looks for checks that are due; the finest
 /// interval a check can have (the model refuses less than 100 ms).
@@ -78,7 +79,7 @@ async fn run_check(app: Arc<App>, index: usize) {
     };
     let host = app.hosts.first().map_or("localhost", String::as_str);
     let timeout = Duration::from_millis(check.timeout_ms);
-    let outcome = tokio::time::timeout(timeout, probe(&backend.addr, host, &check.path))
+    let outcome = tokio::time::timeout(timeout, probe(backend, host, &check.path, timeout))
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
     let passed = outcome.is_ok();
@@ -105,12 +106,20 @@ async fn run_check(app: Arc<App>, index: usize) {
     }
 }
 
-/// One check: `Ok` for a 2xx/3xx answer, else what went wrong.
-async fn probe(addr: &str, host: &str, path: &str) -> Result<(), String> {
-    let stream = TcpStream::connect(addr)
+/// One check: `Ok` for a 2xx/3xx answer, else what went wrong. Reaches
+/// the backend as requests do ([`upstream::resolve`], [`connector`]).
+async fn probe(
+    backend: &BackendState,
+    host: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let addr = upstream::resolve(backend)
+        .await
+        .map_err(|e| format!("cannot resolve: {e}"))?;
+    let stream = connector::connect(addr, timeout)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
-    let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("cannot talk HTTP: {e}"))?;

@@ -90,6 +90,15 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// The host the client asked for: the Host header, or the authority of an
+/// absolute-form request target. `None` for a Host that is not text.
+pub fn requested_host<B>(req: &http::Request<B>) -> Option<&str> {
+    match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().ok(),
+        None => req.uri().authority().map(|a| a.as_str()),
+    }
+}
+
 /// Whether a request's `Transfer-Encoding` (if any) is the one framing the
 /// router forwards: exactly `chunked`. hyper decodes chunked only and
 /// refuses a coding list that does not end in it, but would accept

@@ -188,6 +188,11 @@ fn check<B>(req: &Request<B>) -> Result<(), ProxyError> {
 /// cookie as a field of its own (for header compression), and HTTP/1.1
 /// allows one `Cookie` line, so apps would see only the first.
 fn join_cookies(headers: &mut HeaderMap) {
+    // Most requests carry one cookie field or none: nothing to collect.
+    let mut fields = headers.get_all(header::COOKIE).iter();
+    if fields.next().is_none() || fields.next().is_none() {
+        return;
+    }
     let values: Vec<&[u8]> = headers
         .get_all(header::COOKIE)
         .iter()

@@ -51,6 +51,7 @@
 //! - [`config`] — [`RouterConfig`].
 //! - [`control_plane`] — [`follow_control_plane`].
 //! - [`standalone`] — the TOML file mode.
+//! - `file_stamp` — what tells one version of a watched file from the next.
 
 mod access_log;
 mod balance;
@@ -60,6 +61,7 @@ pub mod config;
 mod connector;
 pub mod control_plane;
 pub mod error;
+mod file_stamp;
 mod headers;
 mod health;
 mod http2;
@@ -90,7 +92,7 @@ pub mod fuzzing {
 
     /// How a Host header is looked up in the route table.
     pub fn normalize_host(raw: &str) -> String {
-        crate::table::normalize_host(raw)
+        crate::table::normalize_host(raw).into_owned()
     }
 
     /// The request headers as a backend would get them, from a peer that is

@@ -24,6 +24,7 @@
 //! request over TLS or HTTP/2 reaches it like any other
 //! ([`crate::tls`], [`crate::http2`]).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -41,7 +42,7 @@ use crate::balance;
 use crate::body::{Body, BoxError, Tracked};
 use crate::config::RouterConfig;
 use crate::error::{ErrorSource, ProxyError};
-use crate::headers::{self, Peer, X_REQUEST_ID};
+use crate::headers::{self, requested_host, Peer, X_REQUEST_ID};
 use crate::health;
 use crate::limits::Held;
 use crate::redirect;
@@ -115,7 +116,7 @@ pub(crate) async fn handle(
         Ok((app, host)) => {
             ctx.app = Some(Arc::clone(&app));
             if shared.access_log.is_some() {
-                ctx.entry = Some(log_entry(&app, host, &req, &ctx, started));
+                ctx.entry = Some(log_entry(&app, host.into_owned(), &req, &ctx, started));
             }
             match admit(&shared.config, &app, &req, &ctx) {
                 Err(e) => Err(e),
@@ -150,13 +151,16 @@ pub(crate) async fn handle(
 }
 
 /// Phase 1: the app the request is for, and the normalised host.
-fn route(routes: &Routes, req: &Request<Incoming>) -> Result<(Arc<App>, String), ProxyError> {
-    let host = host_of(req)
-        .and_then(|h| h.to_str().ok().map(normalize_host))
+fn route<'r>(
+    routes: &Routes,
+    req: &'r Request<Incoming>,
+) -> Result<(Arc<App>, Cow<'r, str>), ProxyError> {
+    let host = requested_host(req)
+        .map(normalize_host)
         .ok_or(ProxyError::BadRequest("missing or invalid Host header"))?;
     match routes.load().app(&host) {
         Some(app) => Ok((Arc::clone(app), host)),
-        None => Err(ProxyError::UnknownHost(host)),
+        None => Err(ProxyError::UnknownHost(host.into_owned())),
     }
 }
 
@@ -213,18 +217,6 @@ fn log_entry(
         client: ctx.client,
         started,
         error: None,
-    }
-}
-
-/// The host the client asked for: the Host header, or the authority of an
-/// absolute-form request target.
-fn host_of<B>(req: &Request<B>) -> Option<HeaderValue> {
-    match req.headers().get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     }
 }
 
@@ -329,19 +321,22 @@ async fn attempt(
             failed.error = ProxyError::BodyTimeout(shared.config.body_read_timeout);
         }
     }
-    observe(app, backend, sent.as_ref().err().map(|f| &f.error));
-    backend.stats.requests.fetch_add(1, Ordering::Relaxed);
-    if sent
-        .as_ref()
-        .is_err_and(|f| f.error.source_kind() != ErrorSource::Client)
-    {
-        backend.stats.failures.fetch_add(1, Ordering::Relaxed);
-    }
+    tally(app, backend, sent.as_ref().err().map(|f| &f.error));
     let mut resp = sent?;
     ctx.load = Some(load);
     ctx.backend_stats = Some(Arc::clone(&backend.stats));
     headers::strip_hop_by_hop(resp.headers_mut());
     Ok(resp.map(|b| b.map_err(BoxError::from).boxed_unsync()))
+}
+
+/// Counts one attempt on `backend` (a failure unless the client caused
+/// it) and feeds its outcome to the backend's passive health.
+fn tally(app: &App, backend: &BackendState, error: Option<&ProxyError>) {
+    observe(app, backend, error);
+    backend.stats.requests.fetch_add(1, Ordering::Relaxed);
+    if error.is_some_and(|e| e.source_kind() != ErrorSource::Client) {
+        backend.stats.failures.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Feeds the outcome of one attempt to the backend's passive health, and
@@ -444,7 +439,7 @@ async fn upgrade(
 }
 
 /// One handshake attempt on the backend at `index`, counted like
-/// [`attempt`]; on success its load is in `ctx`.
+/// [`attempt`] ([`tally`]); on success its load is in `ctx`.
 async fn handshake(
     shared: &Shared,
     app: &App,
@@ -465,11 +460,7 @@ async fn handshake(
         config.upstream_timeout,
     )
     .await;
-    observe(app, backend, sent.as_ref().err());
-    backend.stats.requests.fetch_add(1, Ordering::Relaxed);
-    if sent.is_err() {
-        backend.stats.failures.fetch_add(1, Ordering::Relaxed);
-    }
+    tally(app, backend, sent.as_ref().err());
     if sent.is_ok() {
         ctx.load = Some(load);
     }

@@ -12,6 +12,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::body::{self, Body};
 use crate::config::RouterConfig;
+use crate::headers::requested_host;
 use crate::table::{normalize_host, App};
 use crate::tls::OverTls;
 
@@ -34,13 +35,7 @@ pub(crate) fn to_https<B>(config: &RouterConfig, req: &Request<B>) -> Response<B
     };
     // The host routed the request, so it is one of the table's: no header
     // injection through it.
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .map(normalize_host)
-        .unwrap_or_default();
+    let host = requested_host(req).map(normalize_host).unwrap_or_default();
     let port = match config.https_port {
         None | Some(443) => String::new(),
         Some(p) => format!(":{p}"),

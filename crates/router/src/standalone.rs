@@ -44,7 +44,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use berth_model::{
     names, AppRoute, Backend, Balance, HealthCheck, RateLimit, RouteSettings, RouteTable,
@@ -55,6 +55,7 @@ use thiserror::Error;
 use toml::Spanned;
 
 use crate::config::RouterConfig;
+use crate::file_stamp::FileStamp;
 use crate::table::Routes;
 use crate::trusted::{Net, TrustedProxies};
 
@@ -648,7 +649,7 @@ struct FileWatcher {
     seen: Option<Option<Stamp>>,
 }
 
-type Stamp = (Option<SystemTime>, u64);
+type Stamp = FileStamp;
 
 impl FileWatcher {
     fn new(path: PathBuf) -> Self {
@@ -656,8 +657,7 @@ impl FileWatcher {
     }
 
     async fn stamp(&self) -> Option<Stamp> {
-        let meta = tokio::fs::metadata(&self.path).await.ok()?;
-        Some((meta.modified().ok(), meta.len()))
+        FileStamp::of(&self.path)
     }
 
     /// Reloads the file if it changed since the last look.

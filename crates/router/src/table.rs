@@ -11,6 +11,7 @@
 //! the previous one: the load counter for the same address, the passive
 //! health (`health`) for the same address *and* instance id.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -234,7 +235,11 @@ impl Table {
                 next: nexts
                     .get(route.name.as_str())
                     .map_or_else(Default::default, |n| Arc::clone(n)),
-                hosts: route.hosts.iter().map(|h| normalize_host(h)).collect(),
+                hosts: route
+                    .hosts
+                    .iter()
+                    .map(|h| normalize_host(h).into_owned())
+                    .collect(),
                 health_check: route.settings.health_check.clone(),
                 redirect_https: route.settings.routing.redirect_https,
                 name: route.name,
@@ -244,7 +249,7 @@ impl Table {
             });
             apps.push(Arc::clone(&app));
             for host in route.hosts {
-                let host = normalize_host(&host);
+                let host = normalize_host(&host).into_owned();
                 if let Some(prev) = hosts.insert(host.clone(), Arc::clone(&app)) {
                     tracing::warn!(%host, "host claimed by both {} and {}; {} wins", prev.name, app.name, app.name);
                 }
@@ -311,7 +316,9 @@ impl Drop for LoadGuard {
 }
 
 /// The form a host is looked up in: no port, lowercase, no trailing dot.
-pub(crate) fn normalize_host(raw: &str) -> String {
+/// Borrowed when `raw` already is in that form but for a port or dot, as
+/// on nearly every request: the request path allocates nothing for it.
+pub(crate) fn normalize_host(raw: &str) -> Cow<'_, str> {
     let raw = raw.trim();
     let no_port = if let Some(rest) = raw.strip_prefix('[') {
         // IPv6 literal: `[::1]:8080` → `[::1]`.
@@ -325,7 +332,12 @@ pub(crate) fn normalize_host(raw: &str) -> String {
             _ => raw,
         }
     };
-    no_port.trim_end_matches('.').to_ascii_lowercase()
+    let host = no_port.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 #[cfg(test)]
@@ -360,6 +372,10 @@ mod tests {
         assert_eq!(normalize_host("hello.localhost"), "hello.localhost");
         assert_eq!(normalize_host("[::1]:80"), "[::1]");
         assert_eq!(normalize_host("example.com."), "example.com");
+        assert!(
+            matches!(normalize_host("hello.localhost:8080"), Cow::Borrowed(_)),
+            "no allocation for a host already in lookup form"
+        );
     }
 
     #[test]

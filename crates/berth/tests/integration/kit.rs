@@ -172,6 +172,11 @@ impl Berth {
         self.command().args(args).output().unwrap()
     }
 
+    /// `berth run --app APP -- python -c CODE`, attached.
+    pub fn run_python(&self, app: &str, code: &str) -> Output {
+        self.run(&["run", "--app", app, "--", "python", "-c", code])
+    }
+
     /// Runs a CLI command that must succeed; returns its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -381,6 +386,73 @@ impl Berth {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `berth router --config` on a file holding `text`, killed on drop.
+pub struct StandaloneRouter {
+    child: Child,
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl StandaloneRouter {
+    pub fn start(text: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("router.toml");
+        std::fs::write(&config, text).expect("write router.toml");
+        let log_path = dir.path().join("router.log");
+        let log = std::fs::File::create(&log_path).expect("router.log");
+        let child = Command::new(BERTH)
+            .args(["router", "--config"])
+            .arg(&config)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start berth router");
+        let port = wait_for("the router to listen", Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&log_path).ok()?;
+            text.split("listening on http://127.0.0.1:")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        });
+        Self { child, port, dir }
+    }
+
+    /// Replaces the config file as editors and config tools do: write,
+    /// then rename over it.
+    pub fn write_config(&self, text: &str) {
+        let tmp = self.dir.path().join("router.toml.tmp");
+        std::fs::write(&tmp, text).expect("write router.toml");
+        std::fs::rename(&tmp, self.dir.path().join("router.toml")).expect("rename router.toml");
+    }
+
+    /// What the router printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("router.log")).unwrap_or_default()
+    }
+
+    /// The most memory the router process has held (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("router's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM")
+            * 1024
+    }
+}
+
+impl Drop for StandaloneRouter {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

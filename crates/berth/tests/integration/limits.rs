@@ -41,15 +41,7 @@ fn memory_limits_are_enforced_and_out_of_memory_kills_reported() {
     berth.ok(&["limits", "set", "run", "memory=48MB", "--app", "hello"]);
 
     // A one-off process over its limit is killed, and says why.
-    let out = berth.run(&[
-        "run",
-        "--app",
-        "hello",
-        "--",
-        "python",
-        "-c",
-        "x = b'x' * (300 << 20); print('survived')",
-    ]);
+    let out = berth.run_python("hello", "x = b'x' * (300 << 20); print('survived')");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(137), "{stderr}");
     assert!(stderr.contains("out of memory: limit 48.0 MB"), "{stderr}");
@@ -84,14 +76,6 @@ fn memory_limits_are_enforced_and_out_of_memory_kills_reported() {
 
     let out = berth.ok(&["limits", "unset", "run", "--app", "hello"]);
     assert!(!out.contains("run:"), "{out}");
-    let out = berth.run(&[
-        "run",
-        "--app",
-        "hello",
-        "--",
-        "python",
-        "-c",
-        "x = b'x' * (100 << 20)",
-    ]);
+    let out = berth.run_python("hello", "x = b'x' * (100 << 20)");
     assert!(out.status.success(), "no limit, no kill: {out:?}");
 }

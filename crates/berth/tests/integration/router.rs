@@ -2,7 +2,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::kit::*;
@@ -59,41 +58,16 @@ fn get(port: u16, host: &str) -> Option<(u16, String)> {
 
 #[test]
 fn standalone_router_follows_its_config_file() {
-    let dir = tempfile::tempdir().unwrap();
     let (one, two) = (backend("one"), backend("two"));
-    let config = dir.path().join("router.toml");
-    let write = |text: String| {
-        // Write then rename, as editors and config tools do.
-        let tmp = dir.path().join("router.toml.tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &config).unwrap();
-    };
-    write(format!(
+    let router = StandaloneRouter::start(&format!(
         "listen = \"127.0.0.1:0\"\nthreads = 1\n[[apps]]\nname = \"one\"\nhosts = [\"one.localhost\"]\nbackends = [\"127.0.0.1:{one}\"]\n"
     ));
-    let log_path = dir.path().join("router.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = Command::new(BERTH)
-        .args(["router", "--config", config.to_str().unwrap()])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let port: u16 = wait_for("the router to listen", Duration::from_secs(10), || {
-        let text = std::fs::read_to_string(&log_path).ok()?;
-        text.split("listening on http://127.0.0.1:")
-            .nth(1)?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    });
+    let port = router.port;
     assert_eq!(get(port, "one.localhost"), Some((200, "one".into())));
     assert_eq!(get(port, "two.localhost").map(|r| r.0), Some(404));
 
     // Adding an app to the file routes it without a restart.
-    write(format!(
+    router.write_config(&format!(
         "listen = \"127.0.0.1:0\"\nthreads = 1\n[[apps]]\nname = \"one\"\nhosts = [\"one.localhost\"]\nbackends = [\"127.0.0.1:{one}\"]\n[[apps]]\nname = \"two\"\nhosts = [\"two.localhost\"]\nbackends = [\"127.0.0.1:{two}\"]\n"
     ));
     wait_for("the new route", Duration::from_secs(10), || {
@@ -101,21 +75,13 @@ fn standalone_router_follows_its_config_file() {
     });
 
     // An invalid file is refused, naming the line; the last good table serves.
-    write("listen = \"127.0.0.1:0\"\n[[apps]]\nname = \"one\"\nhosts = [\"one.localhost\"]\nbackends = [\"not-an-address\"]\n".into());
+    router.write_config("listen = \"127.0.0.1:0\"\n[[apps]]\nname = \"one\"\nhosts = [\"one.localhost\"]\nbackends = [\"not-an-address\"]\n");
     wait_for(
         "the router to report the bad file",
         Duration::from_secs(10),
-        || {
-            let text = std::fs::read_to_string(&log_path).ok()?;
-            text.contains("not-an-address").then_some(())
-        },
+        || router.log().contains("not-an-address").then_some(()),
     );
-    let text = std::fs::read_to_string(&log_path).unwrap();
+    let text = router.log();
     assert!(text.contains("line 5"), "the error names the line:\n{text}");
     assert_eq!(get(port, "two.localhost"), Some((200, "two".into())));
-
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
 }

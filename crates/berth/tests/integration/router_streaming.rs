@@ -11,64 +11,6 @@ use std::time::Duration;
 
 use crate::kit::*;
 
-/// `berth router --config` on a file holding `text`, killed on drop.
-struct StandaloneRouter {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl StandaloneRouter {
-    fn start(text: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("router.toml");
-        std::fs::write(&config, text).expect("write router.toml");
-        let log_path = dir.path().join("router.log");
-        let log = std::fs::File::create(&log_path).expect("router.log");
-        let child = Command::new(BERTH)
-            .args(["router", "--config"])
-            .arg(&config)
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start berth router");
-        let port = wait_for("the router to listen", Duration::from_secs(10), || {
-            let text = std::fs::read_to_string(&log_path).ok()?;
-            text.split("listening on http://127.0.0.1:")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        });
-        Self {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    /// The most memory the router process has held (VmHWM), in bytes.
-    fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("router's /proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("VmHWM")
-            * 1024
-    }
-}
-
-impl Drop for StandaloneRouter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 const GIB: u64 = 1 << 30;
 const BLOCK: usize = 1 << 20;
 

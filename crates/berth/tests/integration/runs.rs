@@ -15,16 +15,11 @@ fn a_run_returns_its_output_and_exit_code_with_the_apps_config() {
     berth.create_and_deploy("hello", &example("flask-hello"));
     berth.ok(&["config", "set", "GREETING=hola", "--app", "hello"]);
 
-    let out = berth.run(&[
-        "run",
-        "--app",
+    let out = berth.run_python(
         "hello",
-        "--",
-        "python",
-        "-c",
         "import os, sys; print(os.environ['GREETING'], os.environ['BERTH_RELEASE'], os.isatty(0)); \
          sys.stderr.write('to stderr\\n'); sys.exit(7)",
-    ]);
+    );
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),

@@ -49,6 +49,20 @@ impl Certs {
     }
 }
 
+/// The port of the HTTPS listener `berth up` printed.
+fn https_port(berth: &Berth) -> u16 {
+    wait_for("the HTTPS address", Duration::from_secs(10), || {
+        let log = berth.log();
+        let line = log.lines().find(|l| l.trim_start().starts_with("HTTPS:"))?;
+        line.split("127.0.0.1:")
+            .nth(1)?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
 #[test]
 fn berth_up_serves_https_with_certificates_from_a_directory() {
     let certs_dir = tempfile::tempdir().unwrap();
@@ -61,16 +75,7 @@ fn berth_up_serves_https_with_certificates_from_a_directory() {
         "--certs",
         live.to_str().unwrap(),
     ]);
-    let port: u16 = wait_for("the HTTPS address", Duration::from_secs(10), || {
-        let log = berth.log();
-        let line = log.lines().find(|l| l.trim_start().starts_with("HTTPS:"))?;
-        line.split("127.0.0.1:")
-            .nth(1)?
-            .split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()
-    });
+    let port = https_port(&berth);
     // A verified handshake for the name, and the router's own answer for
     // a host no app has.
     let resp = certs
@@ -133,16 +138,7 @@ fn berth_up_starts_https_before_the_first_certificate() {
         "--https-port",
         "443",
     ]);
-    let port: u16 = wait_for("the HTTPS address", Duration::from_secs(10), || {
-        let log = berth.log();
-        let line = log.lines().find(|l| l.trim_start().starts_with("HTTPS:"))?;
-        line.split("127.0.0.1:")
-            .nth(1)?
-            .split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()
-    });
+    let port = https_port(&berth);
     let certs = Certs::new();
     let client = certs.client("shop.example", port);
     let url = format!("https://shop.example:{port}/");

@@ -18,25 +18,13 @@ use rustls::crypto::CryptoProvider;
 use super::load::{self, CertFiles, Loaded};
 use super::resolve::CertSet;
 use super::{CertSources, Certificates, TlsError};
+use crate::file_stamp::FileStamp;
 
 /// How often [`Certificates::watch`] looks at the files.
 const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// What tells the versions of both files of a certificate apart.
 type Stamp = [Option<FileStamp>; 2];
-
-/// One version of a file. Size and modification time alone miss a rewrite
-/// of the same size within the filesystem's timestamp granularity; the
-/// inode tells a file replaced by rename (certbot, `cp` to a temporary name
-/// then `mv`) from the one before, and the change time also moves when a
-/// tool puts the old modification time back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    #[cfg(unix)]
-    node: (u64, u64, i64, i64),
-}
 
 /// What is known of the certificate files.
 pub(super) struct Tracker {
@@ -237,20 +225,7 @@ fn scan(dir: &Path) -> Result<Vec<CertFiles>, TlsError> {
 }
 
 fn stamp(files: &CertFiles) -> Stamp {
-    [file_stamp(&files.cert), file_stamp(&files.key)]
-}
-
-fn file_stamp(path: &Path) -> Option<FileStamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some(FileStamp {
-        modified: meta.modified().ok(),
-        len: meta.len(),
-        #[cfg(unix)]
-        node: {
-            use std::os::unix::fs::MetadataExt;
-            (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
-        },
-    })
+    [FileStamp::of(&files.cert), FileStamp::of(&files.key)]
 }
 
 fn warn_expired(files: &CertFiles, loaded: &Loaded) {
@@ -259,32 +234,5 @@ fn warn_expired(files: &CertFiles, loaded: &Loaded) {
             cert = %files.cert.display(),
             "certificate has expired: clients will refuse it until it is renewed"
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_file_replaced_with_the_same_size_and_time_is_a_change() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("fullchain.pem");
-        std::fs::write(&path, "first").expect("write");
-        let before = file_stamp(&path).expect("stamp");
-        // certbot's way: a new file, moved over the old one; even with the
-        // same size and modification time it is another file.
-        let next = dir.path().join("next.pem");
-        std::fs::write(&next, "other").expect("write");
-        let modified = before.modified.expect("mtime");
-        std::fs::File::options()
-            .write(true)
-            .open(&next)
-            .and_then(|f| f.set_modified(modified))
-            .expect("set mtime");
-        std::fs::rename(&next, &path).expect("rename");
-        let after = file_stamp(&path).expect("stamp");
-        assert_eq!((after.modified, after.len), (before.modified, before.len));
-        assert_ne!(after, before);
     }
 }

@@ -142,6 +142,23 @@ impl TlsRouter {
     pub fn url(&self, host: &str, path: &str) -> String {
         format!("https://{host}:{}{path}", self.tls_addr.port())
     }
+
+    /// A client trusting `ca` that reaches this router's TLS listener
+    /// for `host`.
+    pub fn client(&self, ca: &TestCa, host: &str) -> reqwest::Client {
+        resolving(ca.client_builder(), &[host], self.tls_addr)
+    }
+
+    /// The status of `GET https://HOST/PATH`, sent through the TLS
+    /// listener with a client trusting `ca`.
+    pub async fn https_status(&self, ca: &TestCa, host: &str, path: &str) -> reqwest::StatusCode {
+        self.client(ca, host)
+            .get(self.url(host, path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET https://{host}{path}: {e}"))
+            .status()
+    }
 }
 
 /// `builder` sending `hosts` to `addr` instead of asking DNS.

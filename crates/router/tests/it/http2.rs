@@ -66,7 +66,7 @@ async fn peer(mode: &str, router: &TlsRouter) -> Value {
 async fn many_requests_share_one_http2_connection_to_http1_backends() {
     let backend = Backend::start("b").await;
     let (router, ca, _dir) = router_for(backend.addr, RouterConfig::default()).await;
-    let client = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
+    let client = router.client(&ca, "a.test");
     let mut tasks = Vec::new();
     for i in 0..200 {
         let (client, url) = (client.clone(), router.url("a.test", &format!("/echo?{i}")));
@@ -114,7 +114,7 @@ async fn a_content_length_that_disagrees_with_data_never_reaches_the_backend_who
     // Usually h2 resets the stream before it is forwarded at all; when the
     // head went out first, the backend sees a body cut short. A request
     // sent afterwards shows the recorder has caught up.
-    let client = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
+    let client = router.client(&ca, "a.test");
     let after = client
         .post(router.url("a.test", "/after"))
         .body("whole")
@@ -152,13 +152,7 @@ async fn rapid_reset_is_cut_off_and_other_clients_are_served() {
     );
     backend.gate.add_permits(1000);
 
-    let client = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
-    let resp = client
-        .get(router.url("a.test", "/"))
-        .send()
-        .await
-        .expect("served");
-    assert_eq!(resp.status(), 200);
+    assert_eq!(router.https_status(&ca, "a.test", "/").await, 200);
 }
 
 #[tokio::test]
@@ -170,13 +164,7 @@ async fn a_continuation_flood_is_cut_off() {
     // it never held more than the header limit of it.
     assert_eq!(report["closed"], true, "{report}");
     assert_eq!(backend.hits(), 0);
-    let client = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
-    let resp = client
-        .get(router.url("a.test", "/"))
-        .send()
-        .await
-        .expect("served");
-    assert_eq!(resp.status(), 200);
+    assert_eq!(router.https_status(&ca, "a.test", "/").await, 200);
 }
 
 #[tokio::test]
@@ -187,7 +175,7 @@ async fn a_header_list_over_the_limit_gets_431() {
         ..RouterConfig::default()
     };
     let (router, ca, _dir) = router_for(backend.addr, config).await;
-    let client = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
+    let client = router.client(&ca, "a.test");
     let resp = client
         .get(router.url("a.test", "/"))
         .header("x-big", "a".repeat(10_000))
@@ -277,7 +265,7 @@ async fn a_long_response_body_keeps_its_http2_connection_open() {
         ..RouterConfig::default()
     };
     let (router, ca, _dir) = router_for(backend, config).await;
-    let client = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
+    let client = router.client(&ca, "a.test");
     let resp = client
         .get(router.url("a.test", "/events"))
         .send()
@@ -294,7 +282,7 @@ async fn a_long_response_body_keeps_its_http2_connection_open() {
 async fn cookie_fields_from_http2_reach_the_backend_as_one_line() {
     let backend = Backend::start("b").await;
     let (router, ca, _dir) = router_for(backend.addr, RouterConfig::default()).await;
-    let client = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
+    let client = router.client(&ca, "a.test");
     // Two fields, as browsers send cookies over HTTP/2.
     let resp = client
         .get(router.url("a.test", "/headers"))

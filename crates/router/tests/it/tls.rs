@@ -241,13 +241,7 @@ async fn https_starts_with_an_empty_certificate_directory_and_serves_the_first_c
     })
     .await;
     assert_eq!(served_cert(router.tls_addr, Some("a.test")).await, leaf.der);
-    let client = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
-    let resp = client
-        .get(router.url("a.test", "/"))
-        .send()
-        .await
-        .expect("served over HTTPS");
-    assert_eq!(resp.status(), 200);
+    assert_eq!(router.https_status(&ca, "a.test", "/").await, 200);
 }
 
 #[test]
@@ -323,13 +317,7 @@ async fn a_client_stalling_in_the_handshake_is_cut_off_and_others_served() {
         .await
         .expect("write");
     let mut silent = TcpStream::connect(router.tls_addr).await.expect("connect");
-    let client = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
-    let resp = client
-        .get(router.url("a.test", "/"))
-        .send()
-        .await
-        .expect("served");
-    assert_eq!(resp.status(), 200);
+    assert_eq!(router.https_status(&ca, "a.test", "/").await, 200);
     assert!(closed_by_peer(&mut stalled).await, "stalled handshake cut");
     assert!(closed_by_peer(&mut silent).await, "silent client cut");
 }
@@ -345,7 +333,7 @@ async fn the_backend_learns_the_request_came_over_tls() {
         table(vec![app("a", &["a.test"], &[backend.addr])]),
     )
     .await;
-    let client = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
+    let client = router.client(&ca, "a.test");
     for version in [reqwest::Version::HTTP_11, reqwest::Version::HTTP_2] {
         let builder = client.get(router.url("a.test", "/headers"));
         let builder = if version == reqwest::Version::HTTP_11 {
@@ -418,31 +406,32 @@ async fn plain_http_is_redirected_to_https_per_app_except_acme_challenges() {
         get.contains(&format!("location: https://a.test:{port}/cart?id=1\r\n")),
         "{get}"
     );
-    let post = raw(
-        router.addr,
-        "POST /cart HTTP/1.1\r\nhost: a.test\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi",
-    )
-    .await;
-    assert_eq!(raw_status(&post), 308, "method and body kept: {post}");
-    let acme = raw(
-        router.addr,
-        "GET /.well-known/acme-challenge/token HTTP/1.1\r\nhost: a.test\r\nconnection: close\r\n\r\n",
-    )
-    .await;
-    assert_eq!(raw_status(&acme), 200, "{acme}");
-    let other = raw(
-        router.addr,
-        "GET / HTTP/1.1\r\nhost: b.test\r\nconnection: close\r\n\r\n",
-    )
-    .await;
-    assert_eq!(raw_status(&other), 200, "apps without the setting: {other}");
-    // A client's claim to have used HTTPS changes nothing…
-    let claimed = raw(
-        router.addr,
-        "GET / HTTP/1.1\r\nhost: a.test\r\nx-forwarded-proto: https\r\nconnection: close\r\n\r\n",
-    )
-    .await;
-    assert_eq!(raw_status(&claimed), 301, "{claimed}");
+    for (request, status, why) in [
+        (
+            "POST /cart HTTP/1.1\r\nhost: a.test\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi",
+            308,
+            "method and body kept",
+        ),
+        (
+            "GET /.well-known/acme-challenge/token HTTP/1.1\r\nhost: a.test\r\nconnection: close\r\n\r\n",
+            200,
+            "ACME http-01 served over plain HTTP",
+        ),
+        (
+            "GET / HTTP/1.1\r\nhost: b.test\r\nconnection: close\r\n\r\n",
+            200,
+            "apps without the setting",
+        ),
+        // A client's claim to have used HTTPS changes nothing…
+        (
+            "GET / HTTP/1.1\r\nhost: a.test\r\nx-forwarded-proto: https\r\nconnection: close\r\n\r\n",
+            301,
+            "a client's X-Forwarded-Proto",
+        ),
+    ] {
+        let answer = raw(router.addr, request).await;
+        assert_eq!(raw_status(&answer), status, "{why}: {answer}");
+    }
     // …a trusted proxy's does: it terminated TLS in front.
     let mut proxy = connect_from([127, 0, 0, 2], router.addr)
         .await
@@ -455,15 +444,13 @@ async fn plain_http_is_redirected_to_https_per_app_except_acme_challenges() {
     proxy.read_to_string(&mut answer).await.expect("read");
     assert_eq!(raw_status(&answer), 200, "{answer}");
 
-    let client = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
-    let resp = client
-        .get(router.url("a.test", "/"))
-        .send()
-        .await
-        .expect("served");
-    assert_eq!(resp.status(), 200, "over TLS: served");
+    assert_eq!(
+        router.https_status(&ca, "a.test", "/").await,
+        200,
+        "over TLS: served"
+    );
     // A client following the redirect ends up served over HTTPS.
-    let follows = resolving(ca.client_builder(), &["a.test"], router.tls_addr);
+    let follows = router.client(&ca, "a.test");
     let resp = follows
         .get(format!("http://a.test:{}/", router.addr.port()))
         .send()

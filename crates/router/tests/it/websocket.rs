@@ -228,32 +228,21 @@ async fn messages_of_every_kind_pass_both_ways() {
     ws.send(Message::binary(large.clone())).await.expect("send");
     assert_eq!(next_message(&mut ws).await, Message::binary(large));
     // One message in three frames, a ping between two of them.
-    let parts = ["frag", "men", "ted ✓"];
-    ws.send(Message::Frame(Frame::message(
-        Bytes::from(parts[0]),
-        OpCode::Data(Data::Text),
-        false,
-    )))
-    .await
-    .expect("send");
-    ws.send(Message::Ping(Bytes::from_static(b"p")))
-        .await
-        .expect("ping");
-    ws.send(Message::Frame(Frame::message(
-        Bytes::from(parts[1]),
-        OpCode::Data(Data::Continue),
-        false,
-    )))
-    .await
-    .expect("send");
-    ws.send(Message::Frame(Frame::message(
-        Bytes::from(parts[2]),
-        OpCode::Data(Data::Continue),
-        true,
-    )))
-    .await
-    .expect("send");
-    assert_eq!(next_message(&mut ws).await, Message::text(parts.concat()));
+    let parts = [
+        ("frag", Data::Text, false),
+        ("men", Data::Continue, false),
+        ("ted ✓", Data::Continue, true),
+    ];
+    for (i, (text, opcode, last)) in parts.into_iter().enumerate() {
+        let frame = Frame::message(Bytes::from(text), OpCode::Data(opcode), last);
+        ws.send(Message::Frame(frame)).await.expect("send");
+        if i == 0 {
+            ws.send(Message::Ping(Bytes::from_static(b"p")))
+                .await
+                .expect("ping");
+        }
+    }
+    assert_eq!(next_message(&mut ws).await, Message::text("fragmented ✓"));
 
     let metrics = || async {
         let url = format!("http://{stats_addr}/metrics");
