@@ -11,7 +11,12 @@
 #   2. keep-alive, 1,000 connections     (lb-compare --conns 1000)
 #   3. a new connection per request      (wrk -H 'Connection: close', interleaved
 #                                         rounds against the router and HAProxy)
-#   4. the router's resident memory (VmRSS) at idle, and the peak under load.
+#   4. the router's resident memory (VmRSS) at idle, and the peak under load;
+#   5. CPU time per request (user + kernel, from /proc/PID/stat) of HAProxy,
+#      the router and hyper_floor (crates/router/examples/hyper_floor.rs: the
+#      cheapest proxy hyper and tokio allow, no features), keep-alive, 50
+#      connections, interleaved rounds — the steadier measure on a busy
+#      machine, and what bounds any hyper-based router.
 # The issue's goal: router req/s >= 1.2x HAProxy and p99 <= HAProxy's.
 #
 # Needs /work/shared/bench/lb-compare (it installs nginx-light, haproxy, wrk).
@@ -25,6 +30,8 @@ LB=${LB_COMPARE:-/work/shared/bench/lb-compare}
 [ -x "$LB" ] || { echo "router.sh: $LB not found" >&2; exit 2; }
 
 bench_binary
+(cd "$ROOT" && cargo build --release -p berth-router --example hyper_floor)
+FLOOR="$TARGET/release/examples/hyper_floor"
 
 bench_dir router-bench
 
@@ -124,3 +131,37 @@ awk -v r="$(awk '{print $1}' "$DIR/close-router" | med)" -v h="$(awk '{print $1}
 touch "$DIR/stop-sampling"; sleep 0.2
 echo
 echo "== router memory: idle ${IDLE_RSS} kB, peak under load $(cat "$DIR/peak" 2>/dev/null || echo 0) kB, after load $(rss_kb "$RPID") kB"
+
+echo
+echo "== CPU per request, keep-alive, 50 connections (user + kernel)"
+FPORT=$(free_port)
+"$FLOOR" "127.0.0.1:$FPORT" 127.0.0.1:19001 & echo $! > "$DIR/floor.pid"
+for _ in $(seq 1 50); do (echo >"/dev/tcp/127.0.0.1/$FPORT") 2>/dev/null && break; sleep 0.1; done
+HPID=$(cat "$DIR/haproxy.pid") FPID=$(cat "$DIR/floor.pid")
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+# One wrk run against URL while counting PID's CPU: "req/s p99_ms µs_per_request".
+cpu_wrk() {
+  local before after out
+  before=$(ticks "$1")
+  out=$($PIN wrk -t1 -c50 -d"${SECS}s" --latency -H 'Host: bench.localhost' "$2" 2>&1)
+  after=$(ticks "$1")
+  awk -v t=$((after - before)) -v hz="$HZ" '
+    /^ +[0-9]+ requests in/ {n=$1} /Requests\/sec/ {rps=$2} /^ +99%/ {p99=$2}
+    function ms(x){ if (x ~ /us$/) return x/1000; if (x ~ /ms$/) return x+0; if (x ~ /s$/) return x*1000; return x }
+    END { printf "%s %.3f %.1f\n", rps+0, ms(p99), t * 1e6 / hz / n }' <<<"$out"
+}
+: > "$DIR/cpu-haproxy"; : > "$DIR/cpu-router"; : > "$DIR/cpu-floor"
+for _ in $(seq 1 "$ROUNDS"); do
+  cpu_wrk "$HPID" "http://127.0.0.1:$HPORT/" >> "$DIR/cpu-haproxy"
+  cpu_wrk "$RPID" "$CAND" >> "$DIR/cpu-router"
+  cpu_wrk "$FPID" "http://127.0.0.1:$FPORT/" >> "$DIR/cpu-floor"
+done
+for t in haproxy router floor; do
+  printf "%-10s %10.0f req/s  p99 %8.3f ms  %6.1f µs CPU/request\n" "$t" \
+    "$(awk '{print $1}' "$DIR/cpu-$t" | med)" "$(awk '{print $2}' "$DIR/cpu-$t" | med)" "$(awk '{print $3}' "$DIR/cpu-$t" | med)"
+done
+awk -v r="$(awk '{print $3}' "$DIR/cpu-router" | med)" -v f="$(awk '{print $3}' "$DIR/cpu-floor" | med)" \
+    -v h="$(awk '{print $3}' "$DIR/cpu-haproxy" | med)" -v rr="$(awk '{print $1}' "$DIR/cpu-router" | med)" \
+    -v fr="$(awk '{print $1}' "$DIR/cpu-floor" | med)" -v hr="$(awk '{print $1}' "$DIR/cpu-haproxy" | med)" \
+    'BEGIN { printf "CPU/request vs HAProxy: router %.2f, hyper floor %.2f   req/s vs HAProxy: router %.2f, hyper floor %.2f\n", r/h, f/h, rr/hr, fr/hr }'

@@ -14,7 +14,9 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
 /// so a proxy must not pass them on. `Proxy-*` headers are matched by prefix.
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// A `static`, not a `const`: a const array would be built and dropped at
+/// each use, once per header of every message.
+static HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     KEEP_ALIVE,
     header::TE,
@@ -26,30 +28,59 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// Removes hop-by-hop headers, including every header the `Connection`
 /// header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of them (or only `Connection`): one pass over
-    // the names is cheaper than hashing each of the names to remove.
-    if !headers
-        .keys()
-        .any(|k| HOP_BY_HOP.contains(k) || k.as_str().starts_with("proxy-"))
-    {
+    // Most messages carry none of them, or only `Connection` (a backend's
+    // `Connection: keep-alive`): one pass over the names is cheaper than
+    // hashing each of the names to remove.
+    let (mut hop, mut proxy) = (false, false);
+    for name in headers.keys() {
+        if HOP_BY_HOP.contains(name) {
+            hop = true;
+        } else if name.as_str().starts_with("proxy-") {
+            proxy = true;
+        }
+    }
+    if hop {
+        let mut connection = headers.get_all(header::CONNECTION).iter();
+        match (connection.next().cloned(), connection.next()) {
+            (None, _) => {}
+            // The usual single `Connection` line: its copy is a reference
+            // count, not an allocation.
+            (Some(only), None) => remove_named(headers, &only),
+            (Some(_), Some(_)) => {
+                let all: Vec<HeaderValue> = headers
+                    .get_all(header::CONNECTION)
+                    .iter()
+                    .cloned()
+                    .collect();
+                for value in &all {
+                    remove_named(headers, value);
+                }
+            }
+        }
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
+    }
+    if proxy {
+        let named: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Removes the headers a `Connection` value names. By `&str`: http looks
+/// the name up without building a `HeaderName` (no allocation for names
+/// it does not know).
+fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
+    let Ok(value) = connection.to_str() else {
         return;
-    }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy {
+    };
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         headers.remove(name);
     }
 }
@@ -263,6 +294,20 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["content-type"]);
+    }
+
+    #[test]
+    fn every_connection_line_names_headers_to_drop() {
+        let mut h = map(&[
+            ("connection", "X-One"),
+            ("connection", " x-two ,, "),
+            ("x-one", "1"),
+            ("x-two", "2"),
+            ("x-kept", "3"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
     }
 
     #[test]
