@@ -85,6 +85,17 @@ pub struct RouterConfig {
     /// Most requests one HTTP/2 connection may have open at once
     /// (`SETTINGS_MAX_CONCURRENT_STREAMS`); each is a backend request.
     pub http2_max_streams: u32,
+    /// How many frames that make the router work without carrying a
+    /// request (PING, SETTINGS, WINDOW_UPDATE, RST_STREAM, PRIORITY, empty
+    /// DATA or HEADERS) an HTTP/2 connection may send beyond what its
+    /// requests pay back before it is closed with GOAWAY
+    /// `ENHANCE_YOUR_CALM` — PING, SETTINGS and empty-frame floods
+    /// (CVE-2019-9512, -9515, -9518). Each request pays back 8, each DATA
+    /// frame with data 1, each DATA frame the router sends 2, and a tenth
+    /// of the limit leaks away every second (`crate::http2`). 1000, as
+    /// nghttp2's glitch burst: browsers send a few such frames per
+    /// connection, far from it. 0 turns the count off.
+    pub http2_flood_limit: u32,
     /// The port clients reach HTTPS on, for redirects to HTTPS: `None`
     /// is the TLS listener's port, or 443 without one. Set it when a port
     /// forward puts 443 in front of another port.
@@ -113,6 +124,7 @@ impl Default for RouterConfig {
             websocket_grace: Duration::from_secs(30),
             http2: true,
             http2_max_streams: 100,
+            http2_flood_limit: 1000,
             https_port: None,
         }
     }

@@ -12,13 +12,19 @@
 //!   `max_header_list_size` ([`RouterConfig::max_header_bytes`]) and the
 //!   client gets `431`, as over HTTP/1.1.
 //! - **Streams**: at most [`RouterConfig::http2_max_streams`] at once.
-//! - **PING and SETTINGS floods**: h2 keeps at most one answer pending and
-//!   reads the next frame only once it is written, so a flood costs the
-//!   router no memory, and a client that does not read its answers stops
-//!   being read. hyper exposes no frame counters, so frames are not
-//!   counted per connection; a connection with no request for
-//!   `header_read_timeout` is closed, whatever frames it sends, and
-//!   `max_connections_per_ip` bounds how many such a client can hold.
+//! - **PING, SETTINGS and empty-frame floods** (CVE-2019-9512, -9515,
+//!   -9518, and WINDOW_UPDATE, PRIORITY, RST_STREAM, unknown frames): h2
+//!   keeps at most one answer pending and reads the next frame only once
+//!   it is written, so a flood costs the router no memory, and a client
+//!   that does not read its answers stops being read. Their CPU is bounded
+//!   per connection by [`flood`]: hyper exposes no frame counters, so the
+//!   TLS stream is wrapped and the frames are followed by their headers;
+//!   a connection that sends more than
+//!   [`RouterConfig::http2_flood_limit`] such frames beyond what its
+//!   requests pay back gets GOAWAY `ENHANCE_YOUR_CALM` and is closed, and
+//!   `berth_router_http2_floods_total` counts it. A connection with no
+//!   request for `header_read_timeout` is closed whatever frames it sends,
+//!   and `max_connections_per_ip` bounds how many such a client can hold.
 //! - **Content-Length against DATA**: h2 resets a stream whose DATA add up
 //!   to more or less than its `content-length`; the router re-frames every
 //!   body it forwards (the client's length is never passed on), so the
@@ -59,6 +65,9 @@ use crate::error::ProxyError;
 use crate::headers::Peer;
 use crate::proxy::{self, Shared};
 use crate::tls::OverTls;
+
+mod flood;
+pub(crate) mod frames;
 
 /// Client-reset streams not yet accepted before GOAWAY (h2's default).
 const MAX_PENDING_RESETS: usize = 20;
@@ -108,6 +117,12 @@ pub(crate) async fn serve<S>(
             }
         })
     };
+    let io = TokioIo::new(flood::Guarded::new(
+        io.into_inner(),
+        config.http2_flood_limit,
+        peer,
+        Arc::clone(shared.routes.router_stats()),
+    ));
     let mut conn = builder(config).serve_connection(io, service);
     let mut idle_check =
         tokio::time::interval_at(tokio::time::Instant::now() + idle_after, idle_after);
@@ -141,7 +156,8 @@ pub(crate) async fn serve<S>(
 
 fn ended(peer: SocketAddr, result: Result<(), hyper::Error>) {
     if let Err(e) = result {
-        // Floods end here too (GOAWAY sent by h2); the client chose it.
+        // Floods end here too (GOAWAY sent by h2, or by `flood`); the
+        // client chose it.
         tracing::debug!(%peer, "HTTP/2 connection ended with an error: {e}");
     }
 }

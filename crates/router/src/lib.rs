@@ -17,7 +17,9 @@
 //! - [`server`] — [`run`], the accept loop and graceful drain; HTTPS with
 //!   [`run_with_tls`].
 //! - [`tls`] — [`tls::Certificates`]: chosen by SNI, reloaded on change.
-//! - `http2` — HTTP/2 clients (over TLS) and their defences.
+//! - `http2` — HTTP/2 clients (over TLS) and their defences; `http2::flood`
+//!   counts the frames that carry no request, following them by their
+//!   headers (`http2::frames`).
 //! - `proxy` — the request path as named phases, with per-request state in
 //!   one context.
 //! - `upstream` — one send attempt, and how its failure is judged.
@@ -93,6 +95,19 @@ pub mod fuzzing {
     /// How a Host header is looked up in the route table.
     pub fn normalize_host(raw: &str) -> String {
         crate::table::normalize_host(raw).into_owned()
+    }
+
+    pub use crate::http2::frames::Frame;
+
+    /// The HTTP/2 frames a client sends in `chunks` (the preface first), as
+    /// the flood budget sees them, read in those pieces.
+    pub fn http2_frames<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<Frame> {
+        let mut follower = crate::http2::frames::Follower::client();
+        let mut seen = Vec::new();
+        for chunk in chunks {
+            follower.feed(chunk, |f| seen.push(f));
+        }
+        seen
     }
 
     /// The request headers as a backend would get them, from a peer that is

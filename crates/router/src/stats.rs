@@ -80,6 +80,21 @@ pub(crate) struct AppStats {
     websockets: AtomicU64,
 }
 
+/// Counters of the router as a whole, not of one app: they live with the
+/// routes ([`Routes::router_stats`]) so the stats listener finds them.
+#[derive(Debug, Default)]
+pub(crate) struct RouterStats {
+    /// HTTP/2 connections closed for flooding ([`crate::http2`]).
+    http2_floods: AtomicU64,
+}
+
+impl RouterStats {
+    /// Counts one HTTP/2 connection closed for a flood.
+    pub(crate) fn http2_flood(&self) {
+        self.http2_floods.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Counts one open WebSocket session of an app until dropped.
 pub(crate) struct TunnelGauge(Arc<AppStats>);
 
@@ -285,6 +300,12 @@ pub(crate) fn prometheus(routes: &Routes) -> String {
             );
         }
     }
+    out.push_str("# HELP berth_router_http2_floods_total HTTP/2 connections closed for sending too many frames without requests (PING, SETTINGS, empty DATA, ...).\n# TYPE berth_router_http2_floods_total counter\n");
+    let _ = writeln!(
+        out,
+        "berth_router_http2_floods_total {}",
+        routes.router_stats().http2_floods.load(Ordering::Relaxed)
+    );
     out
 }
 

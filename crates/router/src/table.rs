@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
 use crate::rate_limit::Limiter;
-use crate::stats::{AppStats, BackendStats};
+use crate::stats::{AppStats, BackendStats, RouterStats};
 
 /// Shared handle on the router's live routes; clones see the same table.
 #[derive(Clone, Default)]
@@ -39,6 +39,8 @@ struct Inner {
     update: Mutex<()>,
     /// Whether the active checker ([`crate::checks`]) runs for these routes.
     checker: AtomicBool,
+    /// Counters of the router as a whole.
+    router_stats: Arc<RouterStats>,
 }
 
 /// A handle on routes that does not keep them alive.
@@ -140,6 +142,11 @@ impl Routes {
     /// True for the first caller only: it runs the checker.
     pub(crate) fn claim_checker(&self) -> bool {
         !self.inner.checker.swap(true, Ordering::Relaxed)
+    }
+
+    /// Counters of the router as a whole (not of one app).
+    pub(crate) fn router_stats(&self) -> &Arc<RouterStats> {
+        &self.inner.router_stats
     }
 
     pub(crate) fn downgrade(&self) -> WeakRoutes {

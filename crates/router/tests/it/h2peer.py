@@ -8,6 +8,16 @@ Prints one JSON object with what happened. Modes:
   rapid-reset       1000 streams, each HEADERS then RST_STREAM at once
   continuation      HEADERS without END_HEADERS, then CONTINUATION frames
                     until the router closes (at most 64 MiB)
+  ping-flood        10 000 PINGs, 100 at a time, reading the ACKs of each
+                    batch, until the router closes
+  settings-flood    the same with empty SETTINGS frames
+  empty-data-flood  a POST, then 10 000 empty DATA frames without END_STREAM
+  window-update-flood  10 000 connection WINDOW_UPDATEs of one byte
+  browser           2 000 GETs, 20 at a time, with the control frames of a
+                    chatty browser: a stream WINDOW_UPDATE per request, a
+                    PING every 10, a connection WINDOW_UPDATE and a cancelled
+                    request (HEADERS then RST_STREAM) every 50, SETTINGS
+                    every 100
 """
 
 import json
@@ -20,6 +30,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 import hpack
 
 
@@ -141,8 +152,118 @@ def main():
                 break
             sent += len(block)
         print(json.dumps({"sent": sent, "closed": closed}))
+    elif mode == "ping-flood":
+        pings = iter(range(1 << 62))
+        send = lambda: conn.ping(struct.pack(">Q", next(pings)))
+        print(json.dumps(flood(sock, conn, send, h2.events.PingAckReceived)))
+    elif mode == "settings-flood":
+        send = lambda: conn.update_settings({})
+        print(json.dumps(flood(sock, conn, send, h2.events.SettingsAcknowledged)))
+    elif mode == "empty-data-flood":
+        conn.send_headers(1, headers(host, "POST", "/echo"))
+        send = lambda: conn.send_data(1, b"")
+        print(json.dumps(flood(sock, conn, send, None)))
+    elif mode == "window-update-flood":
+        send = lambda: conn.increment_flow_control_window(1)
+        print(json.dumps(flood(sock, conn, send, None)))
+    elif mode == "browser":
+        print(json.dumps(browser(sock, conn, host, 2000)))
     else:
         raise SystemExit("unknown mode " + mode)
+
+
+def flood(sock, conn, send_one, ack, total=10_000, batch=100):
+    """Sends `total` frames by `send_one`, `batch` at a time; with an `ack`
+    event type, waits for the answers to each batch. Stops when the router
+    ends the connection; reports how far it got."""
+    out = {"sent": 0, "acked": 0, "goaway": None, "closed": False}
+    try:
+        while out["sent"] < total and not out["closed"] and out["goaway"] is None:
+            for _ in range(batch):
+                send_one()
+            out["sent"] += batch
+            sock.sendall(conn.data_to_send())
+            while ack is not None and out["acked"] < out["sent"] and out["goaway"] is None:
+                data = sock.recv(65536)
+                if not data:
+                    out["closed"] = True
+                    break
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, ack):
+                        out["acked"] += 1
+                    elif isinstance(ev, h2.events.ConnectionTerminated):
+                        out["goaway"] = int(ev.error_code)
+                sock.sendall(conn.data_to_send())
+    except socket.timeout:
+        out["timeout"] = True
+    except (ConnectionError, ssl.SSLError, OSError) as e:
+        out["closed"] = True
+        out["error"] = repr(e)
+    if not out["closed"] and out["goaway"] is None and not out.get("timeout"):
+        # Everything sent: does the router end the connection now?
+        sock.settimeout(3)
+        end = read_until_done(sock, conn)
+        out["closed"], out["goaway"] = end["closed"], end["goaway"]
+        out["timeout"] = end.get("timeout", False)
+    return out
+
+
+def browser(sock, conn, host, total, batch=20):
+    """`total` GETs over one connection, with the control frames a busy
+    browser sends around them. Reports how many got 200."""
+    out = {"ok": 0, "other": 0, "cancelled": 0, "pings": 0, "goaway": None, "closed": False}
+    started = 0
+    sid = 1
+    statuses = {}
+    while started < total and out["goaway"] is None and not out["closed"]:
+        pending = set()
+        for _ in range(min(batch, total - started)):
+            conn.send_headers(sid, headers(host, path="/r%d" % sid), end_stream=True)
+            conn.increment_flow_control_window(65535, stream_id=sid)
+            pending.add(sid)
+            sid += 2
+            started += 1
+            if started % 10 == 0:
+                conn.ping(struct.pack(">Q", started))
+                out["pings"] += 1
+            if started % 50 == 0:
+                conn.increment_flow_control_window(65535)
+                conn.send_headers(sid, headers(host, path="/cancelled"), end_stream=True)
+                conn.reset_stream(sid)
+                out["cancelled"] += 1
+                sid += 2
+            if started % 100 == 0:
+                conn.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
+        try:
+            sock.sendall(conn.data_to_send())
+            while pending and out["goaway"] is None:
+                data = sock.recv(65536)
+                if not data:
+                    out["closed"] = True
+                    break
+                for ev in conn.receive_data(data):
+                    if isinstance(ev, h2.events.ResponseReceived):
+                        statuses[ev.stream_id] = int(dict(ev.headers)[b":status"])
+                    elif isinstance(ev, h2.events.DataReceived):
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id in pending:
+                        pending.discard(ev.stream_id)
+                        if statuses.get(ev.stream_id) == 200:
+                            out["ok"] += 1
+                        else:
+                            out["other"] += 1
+                    elif isinstance(ev, h2.events.StreamReset):
+                        pending.discard(ev.stream_id)
+                    elif isinstance(ev, h2.events.ConnectionTerminated):
+                        out["goaway"] = int(ev.error_code)
+                sock.sendall(conn.data_to_send())
+        except socket.timeout:
+            out["timeout"] = True
+            break
+        except (ConnectionError, ssl.SSLError, OSError) as e:
+            out["closed"] = True
+            out["error"] = repr(e)
+    return out
 
 
 def frame(kind, flags, stream_id, payload):

@@ -296,3 +296,131 @@ async fn cookie_fields_from_http2_reach_the_backend_as_one_line() {
     let cookies: Vec<_> = seen.lines().filter(|l| l.starts_with("cookie:")).collect();
     assert_eq!(cookies, ["cookie: a=1; b=2"], "{seen}");
 }
+
+/// The router's `/metrics` on its stats address.
+async fn metrics(stats: std::net::SocketAddr) -> String {
+    let resp = http_client()
+        .get(format!("http://{stats}/metrics"))
+        .send()
+        .await
+        .expect("metrics answered");
+    resp.text().await.expect("metrics text")
+}
+
+/// A router for `backend` with its stats on an address of their own.
+async fn router_with_stats(
+    backend: std::net::SocketAddr,
+) -> (TlsRouter, TestCa, tempfile::TempDir, HeldPort) {
+    let stats = HeldPort::bind();
+    let config = RouterConfig {
+        stats_listen: Some(stats.addr),
+        ..RouterConfig::default()
+    };
+    let (router, ca, dir) = router_for(backend, config).await;
+    (router, ca, dir, stats)
+}
+
+/// The router ended a flooding connection: closed it, or sent GOAWAY
+/// `ENHANCE_YOUR_CALM` (which a client may not get to read before the
+/// close).
+fn assert_cut(report: &Value) {
+    assert!(
+        report["goaway"] == 11 || (report["closed"] == true && report["goaway"].is_null()),
+        "the router ends the flooding connection: {report}"
+    );
+}
+
+#[tokio::test]
+async fn a_ping_flood_is_cut_off_while_other_clients_are_served() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let backend = Backend::start("b").await;
+    let (router, ca, _dir, stats) = router_with_stats(backend.addr).await;
+    let client = router.client(&ca, "a.test");
+    let flooded = AtomicBool::new(false);
+    let (report, served) = tokio::join!(
+        async {
+            let report = peer("ping-flood", &router).await;
+            flooded.store(true, Ordering::Relaxed);
+            report
+        },
+        async {
+            // Another client, on a connection of its own, meanwhile.
+            let mut served = 0;
+            while !flooded.load(Ordering::Relaxed) {
+                let resp = client
+                    .get(router.url("a.test", "/"))
+                    .send()
+                    .await
+                    .expect("answered during the flood");
+                assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+                assert_eq!(resp.status(), 200);
+                served += 1;
+            }
+            served
+        }
+    );
+    assert_cut(&report);
+    // 10 000 PINGs were on their way; the router answered the first
+    // thousand or so (its limit, plus what leaked away meanwhile).
+    let acked = report["acked"].as_u64().expect("acked");
+    assert!(
+        (1000..5000).contains(&acked),
+        "{acked} PINGs answered: {report}"
+    );
+    assert!(served > 0);
+    eventually("the flood to be counted", || async {
+        metrics(stats.addr)
+            .await
+            .contains("berth_router_http2_floods_total 1\n")
+    })
+    .await;
+    assert_eq!(router.https_status(&ca, "a.test", "/").await, 200);
+}
+
+#[tokio::test]
+async fn a_settings_flood_is_cut_off() {
+    let backend = Backend::start("b").await;
+    let (router, ca, _dir) = router_for(backend.addr, RouterConfig::default()).await;
+    let report = peer("settings-flood", &router).await;
+    assert_cut(&report);
+    let acked = report["acked"].as_u64().expect("acked");
+    assert!(acked < 5000, "{acked} SETTINGS answered: {report}");
+    assert_eq!(router.https_status(&ca, "a.test", "/").await, 200);
+}
+
+#[tokio::test]
+async fn a_window_update_flood_is_cut_off() {
+    let backend = Backend::start("b").await;
+    let (router, ca, _dir) = router_for(backend.addr, RouterConfig::default()).await;
+    let report = peer("window-update-flood", &router).await;
+    assert_cut(&report);
+    assert_eq!(router.https_status(&ca, "a.test", "/").await, 200);
+}
+
+/// h2 itself ends a connection after 100 empty DATA frames (≥ 0.4.16);
+/// the flood budget counts them too, should that change.
+#[tokio::test]
+async fn an_empty_data_flood_is_cut_off() {
+    let backend = Backend::start("b").await;
+    let (router, ca, _dir) = router_for(backend.addr, RouterConfig::default()).await;
+    let report = peer("empty-data-flood", &router).await;
+    assert_cut(&report);
+    assert_eq!(router.https_status(&ca, "a.test", "/").await, 200);
+}
+
+#[tokio::test]
+async fn a_busy_client_with_a_browsers_control_frames_is_never_cut() {
+    let backend = Backend::start("b").await;
+    let (router, _ca, _dir, stats) = router_with_stats(backend.addr).await;
+    let report = peer("browser", &router).await;
+    assert_eq!(report["ok"], 2000, "{report}");
+    assert_eq!(report["closed"], false, "{report}");
+    assert!(report["goaway"].is_null(), "{report}");
+    assert!(
+        metrics(stats.addr)
+            .await
+            .contains("berth_router_http2_floods_total 0\n"),
+        "no flood counted"
+    );
+}
