@@ -297,26 +297,26 @@ async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpLis
     })
 }
 
-/// Loads `certificates` (failing on any unusable file, each named), binds
-/// `addr`, and keeps the certificates reloaded until `shutdown`.
+/// Binds `addr` for HTTPS with `certs`, and keeps their files watched
+/// until `shutdown`.
 async fn tls_listener(
     addr: SocketAddr,
-    certificates: berth_router::tls::CertSources,
+    certs: berth_router::tls::Certificates,
     flag: &str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<berth_router::TlsListener> {
-    let certs = load_certificates(certificates)?;
     let listener = bind(addr, "router's HTTPS", flag).await?;
     tokio::spawn(certs.clone().watch(shutdown));
     Ok(berth_router::TlsListener { listener, certs })
 }
 
-fn load_certificates(
-    certificates: berth_router::tls::CertSources,
+/// The certificates a standalone file names, each problem with its line.
+fn file_certificates(
+    tls: &berth_router::standalone::TlsSettings,
+    path: &Path,
 ) -> anyhow::Result<berth_router::tls::Certificates> {
-    let certs = berth_router::tls::Certificates::load(certificates)
-        .context("cannot serve HTTPS: fix or replace the certificate files")?;
-    Ok(certs)
+    tls.load_certificates(path)
+        .context("cannot serve HTTPS: fix the certificate files, or the lines naming them")
 }
 
 /// The HTTPS listener the flags ask for, if any.
@@ -331,8 +331,10 @@ async fn tls_from_flags(
         files: Vec::new(),
         dir: Some(dir.clone()),
     };
+    let certs = berth_router::tls::Certificates::load(sources)
+        .context("cannot serve HTTPS: fix or replace the certificate files")?;
     Ok(Some(
-        tls_listener(addr, sources, "--listen-tls", shutdown).await?,
+        tls_listener(addr, certs, "--listen-tls", shutdown).await?,
     ))
 }
 
@@ -571,7 +573,7 @@ pub async fn router(
                 .with_context(|| format!("invalid router config {}", path.display()))?;
             if args.check {
                 if let Some(tls) = &config.tls {
-                    let certs = load_certificates(tls.certificates.clone())?;
+                    let certs = file_certificates(tls, path)?;
                     println!("certificates: {}", certs.names().join(", "));
                 }
                 println!("{}: OK ({} apps)", path.display(), config.apps.len());
@@ -579,23 +581,30 @@ pub async fn router(
             }
             config.apply(&routes);
             router_config = config.router_config(router_config);
-            tokio::spawn(berth_router::standalone::watch_file(
-                path.clone(),
-                routes.clone(),
-                shutdown.wait(),
-            ));
+            // A reload of the file applies its routes and its certificates
+            // to the listeners bound here.
+            let mut live = berth_router::standalone::Live::new(routes.clone());
             let tls = match &config.tls {
-                Some(tls) => Some(
-                    tls_listener(
-                        tls.listen,
-                        tls.certificates.clone(),
-                        "`listen_tls` in the config file",
-                        shutdown.wait(),
+                Some(tls) => {
+                    let certs = file_certificates(tls, path)?;
+                    live = live.with_tls(tls.listen, certs.clone());
+                    Some(
+                        tls_listener(
+                            tls.listen,
+                            certs,
+                            "`listen_tls` in the config file",
+                            shutdown.wait(),
+                        )
+                        .await?,
                     )
-                    .await?,
-                ),
+                }
                 None => None,
             };
+            tokio::spawn(berth_router::standalone::watch_file(
+                path.clone(),
+                live,
+                shutdown.wait(),
+            ));
             (
                 bind(config.listen, "router", "`listen` in the config file").await?,
                 tls,

@@ -1,11 +1,12 @@
 //! Standalone mode: routes from a TOML file instead of the control plane
-//! (`berth router --config router.toml`), reloaded when the file changes.
+//! (`berth router --config router.toml`), reloaded when the file changes
+//! (`standalone::reload`: routes and certificates, all or nothing).
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"
 //! threads = 1
 //! # HTTPS, optional (see `standalone::tls`): certificates by SNI,
-//! # reloaded when their files change.
+//! # reloaded when their files change or this file lists others.
 //! listen_tls = "127.0.0.1:8443"
 //! certificates_dir = "certs"    # NAME/fullchain.pem + NAME/privkey.pem
 //! [[certificates]]              # and/or one by one; the first is the default
@@ -40,7 +41,6 @@
 //! Every problem of a file is reported at once, each with its line.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -55,18 +55,16 @@ use thiserror::Error;
 use toml::Spanned;
 
 use crate::config::RouterConfig;
-use crate::file_stamp::FileStamp;
 use crate::table::Routes;
 use crate::trusted::{Net, TrustedProxies};
 
+mod reload;
 mod tls;
 mod units;
 
-pub use tls::TlsSettings;
+pub use reload::{watch_file, Live};
+pub use tls::{SourceLines, TlsSettings};
 use units::{parse_duration, Size};
-
-/// How often [`watch_file`] looks at the file.
-const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// A valid standalone configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,7 +75,8 @@ pub struct StandaloneConfig {
     pub threads: usize,
     /// Router-wide limits given in the file; the rest keep their defaults.
     pub settings: Settings,
-    /// HTTPS, when the file sets `listen_tls`. Read at start only.
+    /// HTTPS, when the file sets `listen_tls`. On reload the certificates
+    /// apply to the running listener; `listen_tls` itself needs a restart.
     pub tls: Option<TlsSettings>,
     /// The apps, in file order.
     pub apps: Vec<StandaloneApp>,
@@ -418,6 +417,7 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
         &raw.certificates,
         raw.certificates_dir.as_ref(),
         base,
+        &|at| line_of(text, at),
         &mut problem,
     );
 
@@ -606,87 +606,6 @@ impl StandaloneConfig {
                     settings: a.settings.clone(),
                 })
                 .collect(),
-        }
-    }
-}
-
-/// Loads `path` into `routes` now and again whenever it changes, until
-/// `shutdown` completes. An invalid file is reported with
-/// `tracing::error!` and ignored: the last good table keeps serving.
-///
-/// The file is polled (size and modification time, every 500 ms) rather
-/// than watched with inotify and friends: polling works on every filesystem
-/// (network mounts, bind mounts into containers, editors that replace the
-/// file by renaming), needs no watch limits, and one `stat` every half
-/// second costs nothing.
-pub async fn watch_file(path: PathBuf, routes: Routes, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    let mut watcher = FileWatcher::new(path);
-    let mut tick = tokio::time::interval(POLL_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return,
-            _ = tick.tick() => {
-                watcher.check(&routes).await;
-            }
-        }
-    }
-}
-
-/// What [`FileWatcher::check`] did.
-#[derive(Debug)]
-enum Checked {
-    Unchanged,
-    Applied,
-    Invalid,
-}
-
-/// Remembers what the file looked like when it was last read.
-struct FileWatcher {
-    path: PathBuf,
-    /// `None` before the first look; `Some(None)` while the file is missing.
-    seen: Option<Option<Stamp>>,
-}
-
-type Stamp = FileStamp;
-
-impl FileWatcher {
-    fn new(path: PathBuf) -> Self {
-        Self { path, seen: None }
-    }
-
-    async fn stamp(&self) -> Option<Stamp> {
-        FileStamp::of(&self.path)
-    }
-
-    /// Reloads the file if it changed since the last look.
-    async fn check(&mut self, routes: &Routes) -> Checked {
-        let before = self.stamp().await;
-        if self.seen == Some(before) {
-            return Checked::Unchanged;
-        }
-        let path = self.path.clone();
-        let loaded = tokio::task::spawn_blocking(move || load(&path)).await;
-        // Only trust what was read if the file did not change under the read
-        // (an editor still writing it); otherwise look again next tick.
-        if self.stamp().await == before {
-            self.seen = Some(before);
-        }
-        match loaded {
-            Ok(Ok(config)) => {
-                config.apply(routes);
-                tracing::info!(path = %self.path.display(), apps = config.apps.len(), "router config loaded");
-                Checked::Applied
-            }
-            Ok(Err(e)) => {
-                tracing::error!("{e}\nkeeping the previous routes until the file is fixed");
-                Checked::Invalid
-            }
-            Err(e) => {
-                tracing::error!("reading router config failed: {e}");
-                Checked::Invalid
-            }
         }
     }
 }

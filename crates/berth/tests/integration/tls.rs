@@ -180,3 +180,47 @@ fn router_with_a_config_file_refuses_tls_flags() {
         );
     }
 }
+
+#[test]
+fn router_file_reloads_its_certificate_list_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new();
+    certs.put(dir.path(), "a.example");
+    certs.put(dir.path(), "b.example");
+    let config = |names: &[&str]| {
+        let mut text = String::from("listen = \"127.0.0.1:0\"\nlisten_tls = \"127.0.0.1:0\"\n");
+        for name in names {
+            let sub = dir.path().join(name);
+            text += &format!(
+                "[[certificates]]\ncert = \"{}\"\nkey = \"{}\"\n",
+                sub.join("fullchain.pem").display(),
+                sub.join("privkey.pem").display()
+            );
+        }
+        text
+    };
+    let router = StandaloneRouter::start(&config(&["a.example"]));
+    let port: u16 = wait_for("the HTTPS address", Duration::from_secs(10), || {
+        router
+            .log()
+            .split("listening on https://127.0.0.1:")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    });
+    let client = certs.client("b.example", port);
+    let url = format!("https://b.example:{port}/");
+    assert!(
+        client.get(&url).send().is_err(),
+        "b.example is served a.example's certificate until the file names its own"
+    );
+    router.write_config(&config(&["a.example", "b.example"]));
+    let status = wait_for(
+        "b.example's certificate served",
+        Duration::from_secs(10),
+        || client.get(&url).send().ok().map(|r| r.status()),
+    );
+    assert_eq!(status, 404, "the router's own answer, over HTTPS");
+}

@@ -146,28 +146,28 @@ async fn an_invalid_file_keeps_the_last_good_table() {
         "[[apps]]\nname = \"one\"\nhosts = [\"one.localhost\"]\nbackends = [\"127.0.0.1:1\"]\n";
     std::fs::write(&path, good).expect("write");
     let routes = Routes::new();
-    let mut w = FileWatcher::new(path.clone());
+    let mut w = reload::FileWatcher::new(path.clone(), routes.clone().into());
 
-    assert!(matches!(w.check(&routes).await, Checked::Applied));
+    assert!(matches!(w.check().await, reload::Checked::Applied));
     assert_eq!(routes.revision(), 1);
-    assert!(matches!(w.check(&routes).await, Checked::Unchanged));
+    assert!(matches!(w.check().await, reload::Checked::Unchanged));
 
     std::fs::write(
         &path,
         "[[apps]]\nname = \"one\"\nhosts = [\"one.localhost\"]\nbackends = [\"nope\"]\n",
     )
     .expect("write");
-    assert!(matches!(w.check(&routes).await, Checked::Invalid));
+    assert!(matches!(w.check().await, reload::Checked::Invalid));
     assert_eq!(routes.revision(), 1, "table untouched");
     assert!(routes.load().app("one.localhost").is_some());
     assert!(
-        matches!(w.check(&routes).await, Checked::Unchanged),
+        matches!(w.check().await, reload::Checked::Unchanged),
         "an invalid file is reported once"
     );
 
     std::fs::remove_file(&path).expect("rm");
-    assert!(matches!(w.check(&routes).await, Checked::Invalid));
-    assert!(matches!(w.check(&routes).await, Checked::Unchanged));
+    assert!(matches!(w.check().await, reload::Checked::Invalid));
+    assert!(matches!(w.check().await, reload::Checked::Unchanged));
     assert!(routes.load().app("one.localhost").is_some());
 }
 
@@ -423,4 +423,82 @@ fn a_typo_in_a_health_check_table_is_named() {
     assert!(p[0].contains("intervall"), "names the key: {p:#?}");
     let p = problems("[[apps]]\nname = \"shop\"\nhosts = [\"shop.localhost\"]\nhealth_check = 5\n");
     assert!(p[0].contains("use a path"), "{p:#?}");
+}
+
+#[test]
+fn certificates_that_cannot_be_served_name_their_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str| {
+        let cert = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("cert");
+        std::fs::write(dir.path().join(format!("{name}.pem")), cert.cert.pem()).expect("write");
+        std::fs::write(
+            dir.path().join(format!("{name}.key")),
+            cert.signing_key.serialize_pem(),
+        )
+        .expect("write");
+    };
+    write("a.test");
+    write("b.test");
+    let live = dir.path().join("live");
+    std::fs::create_dir_all(live.join("c.test")).expect("mkdir");
+    std::fs::write(live.join("c.test/fullchain.pem"), "not PEM").expect("write");
+    let path = dir.path().join("router.toml");
+    std::fs::write(
+        &path,
+        r#"listen_tls = "127.0.0.1:8443"
+certificates_dir = "live"
+[[certificates]]
+cert = "a.test.pem"
+key = "a.test.key"
+[[certificates]]
+cert = "a.test.pem"
+key = "b.test.key"
+"#,
+    )
+    .expect("write");
+    let config = load(&path).expect("the file itself is valid");
+    let tls = config.tls.expect("tls");
+    let err = match tls.load_certificates(&path) {
+        Ok(_) => panic!("broken certificates loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.contains("line 7: private key") && err.contains("b.test.key does not belong"),
+        "the entry's line: {err}"
+    );
+    assert!(
+        err.contains("line 2: ") && err.contains("c.test/privkey.pem"),
+        "the directory's line: {err}"
+    );
+}
+
+#[tokio::test]
+async fn https_added_to_the_file_waits_for_a_restart_but_its_certificates_are_checked_now() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("router.toml");
+    let app =
+        "[[apps]]\nname = \"one\"\nhosts = [\"one.localhost\"]\nbackends = [\"127.0.0.1:1\"]\n";
+    std::fs::write(&path, app).expect("write");
+    let routes = Routes::new();
+    let mut w = reload::FileWatcher::new(path.clone(), routes.clone().into());
+    assert!(matches!(w.check().await, reload::Checked::Applied));
+
+    let with_tls = format!(
+        "listen_tls = \"127.0.0.1:8443\"\n[[certificates]]\ncert = \"a.pem\"\nkey = \"a.key\"\n{}",
+        app.replace("one.localhost", "two.localhost")
+    );
+    std::fs::write(&path, &with_tls).expect("write");
+    assert!(
+        matches!(w.check().await, reload::Checked::Invalid),
+        "a.pem is missing: the restart would fail on it"
+    );
+    assert!(routes.load().app("one.localhost").is_some(), "routes kept");
+
+    let cert = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).expect("cert");
+    std::fs::write(dir.path().join("a.pem"), cert.cert.pem()).expect("write");
+    std::fs::write(dir.path().join("a.key"), cert.signing_key.serialize_pem()).expect("write");
+    std::fs::write(&path, format!("# certificates in place\n{with_tls}")).expect("write");
+    assert!(matches!(w.check().await, reload::Checked::Applied));
+    assert!(routes.load().app("two.localhost").is_some());
 }

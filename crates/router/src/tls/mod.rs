@@ -12,7 +12,8 @@
 //! - `load` — one certificate from its two files, checked.
 //! - `resolve` — the certificate for a handshake's SNI.
 //! - `watch` — [`Certificates::watch`]: reload on change, keeping the last
-//!   good certificate when a new file is broken.
+//!   good certificate when a new file is broken; [`Certificates::replace`]:
+//!   another list of certificates (a standalone file reloaded).
 
 use std::io;
 use std::path::PathBuf;
@@ -75,6 +76,8 @@ pub enum TlsError {
     },
     #[error("no certificates: give certificate files, or a directory with NAME/fullchain.pem and NAME/privkey.pem")]
     None,
+    #[error("certificate directory {} has no certificate yet: HTTPS would have none to serve, so the certificates serving now are kept", dir.display())]
+    Empty { dir: PathBuf },
     #[error("{} certificate problem(s):\n  {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
     Several(Vec<TlsError>),
     #[error("TLS setup: {0}")]
@@ -220,5 +223,69 @@ mod tests {
         assert!(served.pick(Some("b.test")).is_some_and(|b| served
             .pick(Some("a.test"))
             .is_some_and(|a| !Arc::ptr_eq(a, b))));
+    }
+
+    #[test]
+    fn a_new_list_keeps_what_it_shares_and_never_leaves_nothing_to_serve() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live = dir.path().join("live");
+        std::fs::create_dir(&live).expect("mkdir");
+        write_cert(&live, "a.test");
+        let certs = Certificates::load(CertSources {
+            files: Vec::new(),
+            dir: Some(live.clone()),
+        })
+        .expect("load");
+        let a = Arc::clone(certs.inner.resolver.current.load().pick(None).expect("a"));
+
+        write_cert(dir.path(), "b.test");
+        let b_files = CertFiles {
+            cert: dir.path().join("b.test/fullchain.pem"),
+            key: dir.path().join("b.test/privkey.pem"),
+        };
+        let both = CertSources {
+            files: vec![b_files.clone()],
+            dir: Some(live.clone()),
+        };
+        assert!(certs.replace(both.clone()).expect("replace"));
+        assert!(!certs.replace(both).expect("same list"), "nothing to do");
+        let served = certs.inner.resolver.current.load();
+        assert_eq!(certs.names(), ["b.test", "a.test"]);
+        assert!(
+            served
+                .pick(Some("a.test"))
+                .is_some_and(|k| Arc::ptr_eq(k, &a)),
+            "a.test's certificate taken over, not read again"
+        );
+
+        let broken = CertFiles {
+            key: dir.path().join("nowhere.pem"),
+            ..b_files
+        };
+        let err = certs.replace(CertSources {
+            files: vec![broken],
+            dir: None,
+        });
+        assert!(
+            matches!(&err, Err(TlsError::Read { path, .. }) if path.ends_with("nowhere.pem")),
+            "{:?}",
+            err.err()
+        );
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).expect("mkdir");
+        let err = certs.replace(CertSources {
+            files: Vec::new(),
+            dir: Some(empty),
+        });
+        assert!(
+            matches!(err, Err(TlsError::Empty { .. })),
+            "{:?}",
+            err.err()
+        );
+        assert_eq!(
+            certs.names(),
+            ["b.test", "a.test"],
+            "refusals change nothing"
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! Reloading certificates when their files change.
+//! Reloading certificates when their files change, and taking another list
+//! of them ([`Certificates::replace`]) without dropping what is loaded.
 //!
 //! Files are polled (size, modification and change time, device and inode
 //! of each, every 500 ms) as
@@ -32,6 +33,7 @@ pub(super) struct Tracker {
     entries: Vec<Entry>,
 }
 
+#[derive(Clone)]
 struct Entry {
     files: CertFiles,
     /// The files as last read, good or bad: a broken file is reported once,
@@ -47,9 +49,59 @@ impl Tracker {
         sources: CertSources,
         provider: &CryptoProvider,
     ) -> Result<(Self, CertSet), TlsError> {
+        let tracker = Self::build(sources, provider, &[])?;
+        let set = CertSet::new(tracker.loaded());
+        if set.is_empty() {
+            // A certificate directory may start empty: on a fresh host the
+            // first certificate is fetched through this very router (ACME
+            // http-01 on port 80), so HTTPS must be able to wait for it.
+            // Files named one by one are a promise that they exist.
+            let Some(dir) = &tracker.sources.dir else {
+                return Err(TlsError::None);
+            };
+            warn_empty(dir);
+        }
+        Ok((tracker, set))
+    }
+
+    /// A tracker of `sources` in place of this one: the certificates both
+    /// list are taken over as they are (the file watcher's business), the
+    /// others loaded, failing on any problem. A new list that would leave
+    /// nothing to serve where something is served now is refused too: a
+    /// reload must not take HTTPS down.
+    fn replaced(
+        &self,
+        sources: CertSources,
+        provider: &CryptoProvider,
+    ) -> Result<(Self, CertSet), TlsError> {
+        let tracker = Self::build(sources, provider, &self.entries)?;
+        let set = CertSet::new(tracker.loaded());
+        if set.is_empty() {
+            let Some(dir) = &tracker.sources.dir else {
+                return Err(TlsError::None);
+            };
+            if self.loaded().next().is_some() {
+                return Err(TlsError::Empty { dir: dir.clone() });
+            }
+            warn_empty(dir);
+        }
+        Ok((tracker, set))
+    }
+
+    /// The entries of `sources`: those `known` as they are, the others
+    /// loaded now; every problem of those is listed.
+    fn build(
+        sources: CertSources,
+        provider: &CryptoProvider,
+        known: &[Entry],
+    ) -> Result<Self, TlsError> {
         let mut problems = Vec::new();
         let mut entries = Vec::new();
         for files in list(&sources)? {
+            if let Some(entry) = known.iter().find(|e| e.files == files) {
+                entries.push(entry.clone());
+                continue;
+            }
             let seen = stamp(&files);
             match load::load(&files, provider) {
                 Ok(loaded) => {
@@ -64,26 +116,10 @@ impl Tracker {
             }
         }
         match problems.len() {
-            0 => {}
-            1 => return Err(problems.remove(0)),
-            _ => return Err(TlsError::Several(problems)),
+            0 => Ok(Self { sources, entries }),
+            1 => Err(problems.remove(0)),
+            _ => Err(TlsError::Several(problems)),
         }
-        let tracker = Self { sources, entries };
-        let set = CertSet::new(tracker.loaded());
-        if set.is_empty() {
-            // A certificate directory may start empty: on a fresh host the
-            // first certificate is fetched through this very router (ACME
-            // http-01 on port 80), so HTTPS must be able to wait for it.
-            // Files named one by one are a promise that they exist.
-            let Some(dir) = &tracker.sources.dir else {
-                return Err(TlsError::None);
-            };
-            tracing::warn!(
-                dir = %dir.display(),
-                "no certificate yet: HTTPS handshakes fail until one appears as NAME/fullchain.pem and NAME/privkey.pem"
-            );
-        }
-        Ok((tracker, set))
     }
 
     /// Reads what changed since the last look; the new set when anything
@@ -183,10 +219,28 @@ impl Certificates {
 
     /// Reads the files once, and serves the new set if anything changed.
     pub(super) fn reload(&self) {
-        let set = self.tracker().reload(&self.inner.provider);
-        if let Some(set) = set {
+        // The swap is made under the tracker's lock: a set computed from
+        // the files must not land after a `replace` that came later.
+        let mut tracker = self.tracker();
+        if let Some(set) = tracker.reload(&self.inner.provider) {
             self.swap(set);
         }
+    }
+
+    /// Serves the certificates of `sources` from now on: new handshakes get
+    /// them, connections already set up keep theirs. Those listed before
+    /// are kept as loaded (and still watched); the others are read now and
+    /// must all load, else nothing changes and the error lists every
+    /// problem. Whether the list differed. Blocks: it reads files.
+    pub fn replace(&self, sources: CertSources) -> Result<bool, TlsError> {
+        let mut tracker = self.tracker();
+        if tracker.sources == sources {
+            return Ok(false);
+        }
+        let (next, set) = tracker.replaced(sources, &self.inner.provider)?;
+        *tracker = next;
+        self.swap(set);
+        Ok(true)
     }
 }
 
@@ -226,6 +280,13 @@ fn scan(dir: &Path) -> Result<Vec<CertFiles>, TlsError> {
 
 fn stamp(files: &CertFiles) -> Stamp {
     [FileStamp::of(&files.cert), FileStamp::of(&files.key)]
+}
+
+fn warn_empty(dir: &Path) {
+    tracing::warn!(
+        dir = %dir.display(),
+        "no certificate yet: HTTPS handshakes fail until one appears as NAME/fullchain.pem and NAME/privkey.pem"
+    );
 }
 
 fn warn_expired(files: &CertFiles, loaded: &Loaded) {

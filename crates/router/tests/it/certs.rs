@@ -3,19 +3,23 @@
 //! clients that trust the CA.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use berth_client::logs::LogShipper;
 use berth_model::RouteTable;
+use berth_router::standalone::{self, Live};
 use berth_router::tls::{CertFiles, CertSources, Certificates};
 use berth_router::{RouterConfig, Routes, TlsListener};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+
+use crate::util::DEADLINE;
 
 /// A certificate authority of its own per test.
 pub struct TestCa {
@@ -161,6 +165,89 @@ impl TlsRouter {
     }
 }
 
+/// A router run from a TOML file as `berth router --config` runs it:
+/// routes and certificates from the file, both reloaded when it changes,
+/// and the certificate files watched. HTTP and HTTPS on 127.0.0.1:0,
+/// whatever the file's `listen` and `listen_tls` say.
+pub struct FileRouter {
+    pub addr: SocketAddr,
+    pub tls_addr: SocketAddr,
+    path: PathBuf,
+    /// Dropped, it stops the router and its watchers.
+    _stop: watch::Sender<()>,
+}
+
+impl FileRouter {
+    /// Starts from `dir/router.toml` holding `text`, which must set
+    /// `listen_tls`; its paths are relative to `dir`.
+    pub async fn start(dir: &Path, text: &str) -> Self {
+        let path = dir.join("router.toml");
+        std::fs::write(&path, text).expect("write router.toml");
+        let config = standalone::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let tls = config.tls.as_ref().expect("the file sets listen_tls");
+        let certs = tls
+            .load_certificates(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let routes = Routes::new();
+        config.apply(&routes);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let tls_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let tls_addr = tls_listener.local_addr().expect("addr");
+        let (stop, stopped) = watch::channel(());
+        let until_stopped = || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.changed().await;
+            }
+        };
+        tokio::spawn(certs.clone().watch(until_stopped()));
+        tokio::spawn(standalone::watch_file(
+            path.clone(),
+            Live::new(routes.clone()).with_tls(tls.listen, certs.clone()),
+            until_stopped(),
+        ));
+        tokio::spawn(berth_router::run_with_tls(
+            listener,
+            Some(TlsListener {
+                listener: tls_listener,
+                certs,
+            }),
+            routes,
+            config.router_config(RouterConfig::default()),
+            None,
+            until_stopped(),
+        ));
+        Self {
+            addr,
+            tls_addr,
+            path,
+            _stop: stop,
+        }
+    }
+
+    /// Replaces the file as editors and config tools do: write a
+    /// temporary file, then rename it over.
+    pub fn write(&self, text: &str) {
+        let tmp = self.path.with_extension("toml.tmp");
+        std::fs::write(&tmp, text).expect("write router.toml");
+        std::fs::rename(&tmp, &self.path).expect("rename router.toml");
+    }
+
+    /// The body of `GET http://HOST/` through the plain HTTP listener.
+    pub async fn text(&self, host: &str) -> String {
+        crate::util::http_client()
+            .get(format!("http://{}/", self.addr))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET http://{host}/: {e}"))
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+}
+
 /// `builder` sending `hosts` to `addr` instead of asking DNS.
 pub fn resolving(
     mut builder: reqwest::ClientBuilder,
@@ -210,6 +297,27 @@ pub async fn handshake(
         .await?;
     let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
     Ok((stream, alpn))
+}
+
+/// `GET /` on an open HTTP/1.1 connection; the answer's head.
+pub async fn get_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    host: &str,
+) -> String {
+    let req = format!("GET / HTTP/1.1\r\nhost: {host}\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        assert!(n > 0, "connection closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    // The body ("b") may trail; the head is what matters.
+    String::from_utf8_lossy(&got).into_owned()
 }
 
 /// A verifier that trusts every certificate (signatures are still checked,

@@ -17,5 +17,6 @@ mod static_files;
 mod stats;
 mod streaming;
 mod tls;
+mod tls_reload;
 mod util;
 mod websocket;

@@ -123,27 +123,6 @@ async fn a_renewed_certificate_is_served_without_restart_and_a_broken_one_refuse
     assert_ne!(first.der, renewed.der);
 }
 
-/// `GET /` on an open HTTP/1.1 connection; the answer's head.
-async fn get_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    stream: &mut S,
-    host: &str,
-) -> String {
-    let req = format!("GET / HTTP/1.1\r\nhost: {host}\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = vec![0u8; 4096];
-    let mut got = Vec::new();
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
-            .await
-            .expect("answer in time")
-            .expect("read");
-        assert!(n > 0, "connection closed");
-        got.extend_from_slice(&buf[..n]);
-    }
-    // The body ("b") may trail; the head is what matters.
-    String::from_utf8_lossy(&got).into_owned()
-}
-
 #[tokio::test]
 async fn a_certbot_directory_is_served_and_new_certificates_in_it_picked_up() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -559,3 +559,48 @@ pub async fn closed_by_peer(stream: &mut TcpStream) -> bool {
     });
     read.await.is_ok()
 }
+
+/// What the code under test logs through `tracing` on this thread, as an
+/// operator reads it, for as long as this lives. A `#[tokio::test]` runs
+/// its tasks on its own thread, so their lines are caught and no other
+/// test's are; work moved to `spawn_blocking` is not.
+pub struct Logs {
+    text: Arc<Mutex<Vec<u8>>>,
+    _scope: tracing::subscriber::DefaultGuard,
+}
+
+impl Logs {
+    pub fn capture() -> Self {
+        let text = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&text);
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || LogSink(Arc::clone(&sink)))
+            .finish();
+        Self {
+            text,
+            _scope: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        let text = self.text.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&text).into_owned()
+    }
+}
+
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut text = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
