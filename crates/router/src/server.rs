@@ -197,9 +197,24 @@ async fn serve_connection(
     // Responses are written in a few large writes; Nagle would only delay
     // the last segment of each.
     let _ = stream.set_nodelay(true);
-    let Some(acceptor) = acceptor else {
-        return serve_http1(stream, peer, guard, shared, drain, false).await;
-    };
+    match acceptor {
+        None => serve_http1(stream, peer, guard, shared, drain, false).await,
+        // Boxed: every connection's future is as big as its biggest branch
+        // and is moved whole when spawned, and the TLS branch (rustls state,
+        // HTTP/2) made a plain connection's future 7.5 KB.
+        Some(acceptor) => Box::pin(serve_tls(stream, acceptor, peer, guard, shared, drain)).await,
+    }
+}
+
+/// TLS, then HTTP/2 or HTTP/1.1 as ALPN chose.
+async fn serve_tls(
+    stream: TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    peer: SocketAddr,
+    guard: Arc<ConnGuard>,
+    shared: Arc<Shared>,
+    drain: watch::Receiver<bool>,
+) {
     let stream = match tls::accept(&acceptor, stream, shared.config.header_read_timeout).await {
         Ok(s) => s,
         // Scanners and clients that distrust the certificate fail here all
