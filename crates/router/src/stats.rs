@@ -93,6 +93,11 @@ impl RouterStats {
     pub(crate) fn http2_flood(&self) {
         self.http2_floods.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// HTTP/2 connections closed for a flood so far.
+    pub(crate) fn http2_floods(&self) -> u64 {
+        self.http2_floods.load(Ordering::Relaxed)
+    }
 }
 
 /// Counts one open WebSocket session of an app until dropped.
@@ -304,7 +309,7 @@ pub(crate) fn prometheus(routes: &Routes) -> String {
     let _ = writeln!(
         out,
         "berth_router_http2_floods_total {}",
-        routes.router_stats().http2_floods.load(Ordering::Relaxed)
+        routes.router_stats().http2_floods()
     );
     out
 }

@@ -500,6 +500,71 @@ mod tests {
         }
     }
 
+    /// `frames` from a client through [`Guarded`]: what the router's side
+    /// read before it failed, and what the client got back.
+    async fn through_guard(frames: &[Vec<u8>], limit: u32) -> (io::Result<usize>, Vec<u8>, u64) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let stats = Arc::new(RouterStats::default());
+        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+        let mut guarded = Guarded::new(server, limit, peer, Arc::clone(&stats));
+        client
+            .write_all(super::super::frames::PREFACE)
+            .await
+            .expect("write");
+        for f in frames {
+            client.write_all(f).await.expect("write");
+        }
+        drop(client.shutdown().await);
+        let mut read = 0;
+        let mut buf = [0u8; 4096];
+        let result = loop {
+            match guarded.read(&mut buf).await {
+                Ok(0) => break Ok(read),
+                Ok(n) => read += n,
+                Err(e) => break Err(e),
+            }
+        };
+        drop(guarded);
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await.expect("read back");
+        (result, back, stats.http2_floods())
+    }
+
+    fn wire(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).expect("small");
+        let mut out = len.to_be_bytes()[1..].to_vec();
+        out.extend([kind, flags]);
+        out.extend(stream.to_be_bytes());
+        out.extend(payload);
+        out
+    }
+
+    #[tokio::test]
+    async fn a_flooding_client_gets_goaway_and_its_reads_fail() {
+        let mut frames = vec![wire(kind::HEADERS, flag::END_HEADERS, 3, b"req")];
+        frames.extend((0..20).map(|_| wire(kind::PING, 0, 0, &[0; 8])));
+        let (result, back, floods) = through_guard(&frames, 10).await;
+        assert_eq!(floods, 1);
+        let err = result.expect_err("the read side fails");
+        assert!(err.to_string().contains("flood"), "{err}");
+        // GOAWAY, ENHANCE_YOUR_CALM, naming the last request's stream.
+        assert_eq!(back, goaway(3, ENHANCE_YOUR_CALM));
+    }
+
+    #[tokio::test]
+    async fn a_client_under_the_limit_is_read_whole() {
+        let frames: Vec<_> = (0..10).map(|_| wire(kind::PING, 0, 0, &[0; 8])).collect();
+        let (result, back, floods) = through_guard(&frames, 10).await;
+        assert_eq!(result.expect("read to the end"), 24 + 10 * 17);
+        assert!(back.is_empty());
+        assert_eq!(floods, 0);
+        // Off: anything goes.
+        let frames: Vec<_> = (0..1000).map(|_| wire(kind::PING, 0, 0, &[0; 8])).collect();
+        assert!(through_guard(&frames, 0).await.0.is_ok());
+    }
+
     #[test]
     fn goaway_is_well_formed() {
         let g = goaway(7, ENHANCE_YOUR_CALM);
