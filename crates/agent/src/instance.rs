@@ -1,7 +1,8 @@
 //! One instance's life: start, wait until it is ready (listens on `PORT`,
 //! answers HTTP, and passes its health check `rise` times), restart it when it dies or
 //! fails its check `fall` times in a row (with exponential backoff), and on
-//! request drain it — out of every router, confirmed — and stop it.
+//! request drain it — out of every router, confirmed; its WebSocket
+//! sessions ended or closed by the routers after their grace — and stop it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +44,13 @@ const OOM_POLL: Duration = Duration::from_secs(1);
 /// While an instance starts, checks run at least this often, so a rollout
 /// does not wait a whole interval per `rise` (HAProxy's `fastinter`).
 const STARTING_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// How much longer than the routers' grace a drain waits for WebSocket
+/// sessions to end: the close handshake the router starts at the end of
+/// its grace (at most 5 s), then its report of it. A router that went
+/// away or stalled holds the instance no longer than this.
+const SESSIONS_MARGIN: Duration = Duration::from_secs(10);
+/// The longest one ask for sessions waits at the server.
+const SESSIONS_POLL: Duration = Duration::from_secs(5);
 
 /// One instance, from first start to final stop.
 pub struct Life {
@@ -513,7 +521,9 @@ impl Life {
                 );
             }
         }
-        if !confirmed {
+        if confirmed {
+            self.wait_sessions().await;
+        } else {
             self.event(
                 EventKind::InstanceDraining,
                 format!(
@@ -522,6 +532,97 @@ impl Life {
                 ),
             );
         }
+    }
+
+    /// Once no router sends the instance requests: waits until none still
+    /// carries a WebSocket session to it — the sessions end by themselves,
+    /// or each router closes its own with `1001` at the end of its grace —
+    /// so the app's shutdown does not cut them first. No wait when there
+    /// are none; at most the longest grace reported plus
+    /// [`SESSIONS_MARGIN`] when there are.
+    async fn wait_sessions(&mut self) {
+        let Some(addr) = self.state.addr.clone() else {
+            return;
+        };
+        let (app, id) = (self.state.app.clone(), self.state.backend_id());
+        let client = self.client.clone();
+        let ask = |wait| client.router_sessions(&app, &addr, &id, wait);
+        // The first answer says whether there is anything to wait for; a
+        // server away meanwhile gets the drain timeout to answer. A server
+        // that does not know the question (older than this agent) has no
+        // sessions to tell of.
+        let asked = tokio::time::timeout(self.config.drain_timeout, async {
+            loop {
+                match ask(Duration::ZERO).await {
+                    Ok(open) => return Ok(open),
+                    Err(e) if !e.is_transient() => return Err(e.to_string()),
+                    Err(e) => {
+                        tracing::debug!("asking for a draining instance's WebSocket sessions: {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+        let asked = tokio::select! {
+            r = asked => r.unwrap_or_else(|_| Err(format!(
+                "no answer within {}s", self.config.drain_timeout.as_secs()
+            ))),
+            _ = until(&mut self.control, Control::Stop) => return,
+        };
+        let mut open = match asked {
+            Ok(open) => open,
+            Err(why) => {
+                self.log(format!(
+                    "could not learn whether routers carry WebSocket sessions to this instance ({why}); stopping it"
+                ));
+                return;
+            }
+        };
+        if open.open() == 0 {
+            return;
+        }
+        let grace = open.grace();
+        self.event(
+            EventKind::InstanceDraining,
+            format!(
+                "waiting for {} WebSocket session(s) to close (grace {})",
+                open.open(),
+                seconds(grace)
+            ),
+        );
+        let started = tokio::time::Instant::now();
+        let deadline = started + grace + SESSIONS_MARGIN;
+        while open.open() > 0 {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                self.event(
+                    EventKind::InstanceDraining,
+                    format!(
+                        "{} WebSocket session(s) still open {} after the routers' grace; stopping anyway",
+                        open.open(),
+                        seconds(SESSIONS_MARGIN)
+                    ),
+                );
+                return;
+            }
+            // Whole seconds at the server: at least one, so no busy loop.
+            let wait = left.min(SESSIONS_POLL).max(Duration::from_secs(1));
+            let asked = tokio::select! {
+                r = ask(wait) => r,
+                _ = until(&mut self.control, Control::Stop) => return,
+            };
+            match asked {
+                Ok(now) => open = now,
+                Err(e) => {
+                    tracing::debug!("asking for a draining instance's WebSocket sessions: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        self.log(format!(
+            "WebSocket sessions closed after {}",
+            seconds(started.elapsed())
+        ));
     }
 
     /// Stops the process like systemd's `KillMode=mixed`: SIGTERM to the
@@ -609,6 +710,16 @@ enum Ready {
     Up(Child),
     /// `Some(how)` when the process died, `None` when stopped on request.
     Ended(Option<String>),
+}
+
+/// `3s`, `1.5s`: a duration as events show it.
+fn seconds(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
 }
 
 fn backoff(config: &AgentConfig, crashes_in_a_row: u32) -> Duration {

@@ -10,7 +10,8 @@
 //! - `supervisor`: reconciles desired instances against running ones,
 //!   replacing old releases only once new instances are up.
 //! - `instance`: one instance's life: spawn, readiness and health checks,
-//!   restart with backoff, drain confirmed by the routers, stop.
+//!   restart with backoff, drain confirmed by the routers (then waiting
+//!   out the WebSocket sessions they still carry to it), stop.
 //! - `health`: the HTTP health check.
 //! - `spawn`: how an app process is started — the one place where per-app
 //!   users and cgroups are applied.

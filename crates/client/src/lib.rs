@@ -387,18 +387,48 @@ impl Client {
     }
 
     /// `GET /v1/routes`: waits up to `wait` for a revision after `after`;
-    /// `router` names the caller, whose poll acknowledges `after`.
+    /// `router` names the caller, whose poll acknowledges `after` and
+    /// reports the WebSocket sessions it still carries to instances it no
+    /// longer routes to (replacing what it reported before).
     pub async fn routes(
         &self,
         after: Revision,
         wait: Duration,
-        router: Option<&str>,
+        router: Option<(&str, &[DepartedSessions])>,
     ) -> Result<RouteTable, ClientError> {
         let mut path = format!("/v1/routes?after={after}&wait={}", wait.as_secs());
-        if let Some(name) = router {
+        if let Some((name, sessions)) = router {
             path.push_str(&format!("&router={}", query_escape(name)));
+            if !sessions.is_empty() {
+                // Plain data of our own: serialising cannot fail.
+                let json = serde_json::to_string(sessions).unwrap_or_default();
+                path.push_str(&format!("&sessions={}", query_escape(&json)));
+            }
         }
         self.long_poll(&path, wait).await
+    }
+
+    /// `GET /v1/routers/sessions`: waits up to `wait` for live routers to
+    /// carry no WebSocket session to the instance `id` of `app` at `addr`;
+    /// answers those still open.
+    pub async fn router_sessions(
+        &self,
+        app: &str,
+        addr: &str,
+        id: &str,
+        wait: Duration,
+    ) -> Result<RouterSessions, ClientError> {
+        self.long_poll(
+            &format!(
+                "/v1/routers/sessions?app={}&addr={}&id={}&wait={}",
+                query_escape(app),
+                query_escape(addr),
+                query_escape(id),
+                wait.as_secs()
+            ),
+            wait,
+        )
+        .await
     }
 
     /// `GET /v1/routers/applied`: waits up to `wait` for every live router to

@@ -270,6 +270,11 @@ impl Instance {
     pub fn name(&self) -> String {
         format!("{}.{}", self.process_type, self.index)
     }
+
+    /// `v3/web.1`: the instance's id in route tables ([`crate::Backend::id`]).
+    pub fn backend_id(&self) -> String {
+        format!("v{}/{}", self.release, self.name())
+    }
 }
 
 /// A line of an app's log.
@@ -432,6 +437,27 @@ pub struct RoutersApplied {
     pub applied: bool,
     /// Live routers and the revision each has applied.
     pub routers: BTreeMap<String, crate::Revision>,
+}
+
+/// Answer of `GET /v1/routers/sessions`: the WebSocket sessions live
+/// routers still carry to one instance they no longer route to, by router
+/// (routers with none are left out).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RouterSessions {
+    pub routers: BTreeMap<String, crate::DepartedSessions>,
+}
+
+impl RouterSessions {
+    /// Sessions open on every router together.
+    pub fn open(&self) -> u64 {
+        self.routers.values().map(|s| s.open).sum()
+    }
+
+    /// The longest grace any of those routers gives them.
+    pub fn grace(&self) -> std::time::Duration {
+        let ms = self.routers.values().map(|s| s.grace_ms).max();
+        std::time::Duration::from_millis(ms.unwrap_or(0))
+    }
 }
 
 /// Body of every error answer of the API.

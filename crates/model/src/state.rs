@@ -201,3 +201,21 @@ pub struct Backend {
     /// Human id for logs, e.g. `v3/web.1`.
     pub id: String,
 }
+
+/// WebSocket sessions a router still carries to an instance it no longer
+/// routes to: what it reports with each poll of the route table, so that a
+/// drain stops the instance only once they ended (by themselves, or closed
+/// by the router at the end of its grace).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DepartedSessions {
+    pub app: String,
+    /// The instance's [`Backend::addr`].
+    pub addr: String,
+    /// The instance's [`Backend::id`].
+    pub id: String,
+    /// Sessions open now.
+    pub open: u64,
+    /// How long the router lets them run once the instance left its table
+    /// before it closes them (`1001`), in milliseconds.
+    pub grace_ms: u64,
+}

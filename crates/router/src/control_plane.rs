@@ -4,6 +4,12 @@
 //! The router must keep serving while the server is away (restarting,
 //! upgrading, crashed): on any error the last table stays in place and the
 //! poll is retried with a capped backoff.
+//!
+//! A named router's poll is also its report: the revision it routes by
+//! (`after`), and the WebSocket sessions it still carries to instances that
+//! left its table ([`crate::departures`]). When those change, the poll
+//! under way is dropped and a new one sent with the new counts, so a drain
+//! waiting for them learns within [`REPORT_SETTLE`] that they ended.
 
 use std::future::Future;
 use std::time::Duration;
@@ -19,6 +25,9 @@ const BACKOFF_START: Duration = Duration::from_millis(200);
 /// Longest pause between polls while the server is away: short enough that
 /// routes converge within seconds of its return.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a change to the departed sessions may gather more before it is
+/// reported: sessions closed together at the end of a grace cost one poll.
+const REPORT_SETTLE: Duration = Duration::from_millis(50);
 
 /// Follows the server's route table until `shutdown` completes, without
 /// acknowledging what it applied (drains then wait out their timeout).
@@ -50,11 +59,23 @@ async fn follow(
 ) {
     tokio::pin!(shutdown);
     let mut backoff = Backoff::new();
+    let mut departures = routes.departures().watch();
     loop {
-        let poll = client.routes(routes.revision(), WAIT, name);
+        departures.borrow_and_update();
+        let departed = match name {
+            Some(_) => routes.departures().report(),
+            None => Vec::new(),
+        };
+        let poll = client.routes(routes.revision(), WAIT, name.map(|n| (n, &departed[..])));
         let result = tokio::select! {
             () = &mut shutdown => return,
             r = poll => r,
+            Ok(()) = departures.changed(), if name.is_some() => {
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = tokio::time::sleep(REPORT_SETTLE) => continue,
+                }
+            }
         };
         match result {
             Ok(table) => {

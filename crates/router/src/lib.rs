@@ -28,6 +28,8 @@
 //! - `connector` — TCP to backends, counting what each connection received
 //!   (to tell an empty response from a broken one).
 //! - [`table`] — [`Routes`], the compiled table, per-backend load and health.
+//! - `departures` — instances that left the table with WebSocket sessions
+//!   open, reported to the control plane until those end.
 //! - `health` — passive and active health: out of rotation after repeated
 //!   failures of requests or of checks.
 //! - `checks` — active health checks (`GET` of the app's check path).
@@ -62,6 +64,7 @@ mod checks;
 pub mod config;
 mod connector;
 pub mod control_plane;
+mod departures;
 pub mod error;
 mod file_stamp;
 mod headers;

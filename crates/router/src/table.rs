@@ -9,7 +9,9 @@
 //!
 //! Per-backend state lives behind `Arc`s that each new table takes over from
 //! the previous one: the load counter for the same address, the passive
-//! health (`health`) for the same address *and* instance id.
+//! health (`health`) for the same address *and* instance id, and so does
+//! the instance's [`Departure`] (its WebSocket sessions, and whether it
+//! left: [`crate::departures`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -19,8 +21,8 @@ use std::sync::{Arc, Mutex, Weak};
 use arc_swap::ArcSwap;
 use berth_model::{Balance, HealthCheck, RouteTable, StaticFiles};
 use http::uri::Authority;
-use tokio_util::sync::CancellationToken;
 
+use crate::departures::{Departure, Departures};
 use crate::health::Health;
 use crate::rate_limit::Limiter;
 use crate::stats::{AppStats, BackendStats, RouterStats};
@@ -41,6 +43,8 @@ struct Inner {
     checker: AtomicBool,
     /// Counters of the router as a whole.
     router_stats: Arc<RouterStats>,
+    /// Instances that left with WebSocket sessions still open.
+    departures: Departures,
 }
 
 /// A handle on routes that does not keep them alive.
@@ -99,9 +103,9 @@ pub(crate) struct BackendState {
     /// Attempts and failures, kept like `health`.
     pub stats: Arc<BackendStats>,
     /// Cancelled when the instance leaves the table (its WebSocket sessions
-    /// then get their grace); kept like `health`, so a table that keeps the
-    /// instance leaves its sessions alone.
-    pub removed: CancellationToken,
+    /// then get their grace), and its sessions' count; kept like `health`,
+    /// so a table that keeps the instance leaves its sessions alone.
+    pub removed: Departure,
 }
 
 /// Holds one unit of a backend's load until dropped.
@@ -122,12 +126,19 @@ impl Routes {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let old = self.inner.table.load();
-        let compiled = Table::compile(table, &old);
-        let gone = old.removed_in(&compiled);
+        let compiled = Table::compile(table, &old, &self.inner.departures);
         self.inner.table.store(Arc::new(compiled));
-        for token in gone {
-            token.cancel();
+        let new = self.inner.table.load();
+        for (app, b) in old.removed_in(&new) {
+            self.inner
+                .departures
+                .depart(&app.name, &b.addr, &b.id, &b.removed);
         }
+    }
+
+    /// Instances that left the table, and the sessions they still carry.
+    pub(crate) fn departures(&self) -> &Departures {
+        &self.inner.departures
     }
 
     /// Revision of the table in use (0 before the first update).
@@ -169,14 +180,14 @@ impl std::fmt::Debug for Routes {
 }
 
 impl Table {
-    fn compile(table: RouteTable, old: &Table) -> Self {
+    fn compile(table: RouteTable, old: &Table, departures: &Departures) -> Self {
         let mut loads: HashMap<&str, &Arc<AtomicUsize>> = HashMap::new();
         let mut healths: HashMap<(&str, &str), &Arc<Health>> = HashMap::new();
         let mut nexts: HashMap<&str, &Arc<AtomicUsize>> = HashMap::new();
         let mut limiters: HashMap<&str, &Arc<Limiter>> = HashMap::new();
         let mut app_stats: HashMap<&str, &Arc<AppStats>> = HashMap::new();
         let mut backend_stats: HashMap<(&str, &str), &Arc<BackendStats>> = HashMap::new();
-        let mut removed: HashMap<(&str, &str), &CancellationToken> = HashMap::new();
+        let mut removed: HashMap<(&str, &str), &Departure> = HashMap::new();
         for app in &old.apps {
             nexts.insert(&app.name, &app.next);
             app_stats.insert(&app.name, &app.stats);
@@ -209,7 +220,7 @@ impl Table {
                             .map_or_else(Default::default, |s| Arc::clone(s)),
                         removed: removed
                             .get(&(b.addr.as_str(), b.id.as_str()))
-                            .map_or_else(Default::default, |t| (*t).clone()),
+                            .map_or_else(|| departures.arrival(), |d| (*d).clone()),
                         socket_addr: b.addr.parse().ok(),
                         addr: b.addr,
                         id: b.id,
@@ -269,9 +280,9 @@ impl Table {
         }
     }
 
-    /// The removal signals of this table's instances that `next` does not
-    /// have (same address and instance id).
-    fn removed_in(&self, next: &Table) -> Vec<CancellationToken> {
+    /// This table's instances that `next` does not have (same address and
+    /// instance id), with their app.
+    fn removed_in<'a>(&'a self, next: &Table) -> Vec<(&'a App, &'a BackendState)> {
         let kept: std::collections::HashSet<(&str, &str)> = next
             .apps
             .iter()
@@ -280,9 +291,8 @@ impl Table {
             .collect();
         self.apps
             .iter()
-            .flat_map(|a| &a.backends)
-            .filter(|b| !kept.contains(&(b.addr.as_str(), b.id.as_str())))
-            .map(|b| b.removed.clone())
+            .flat_map(|a| a.backends.iter().map(move |b| (&**a, b)))
+            .filter(|(_, b)| !kept.contains(&(b.addr.as_str(), b.id.as_str())))
             .collect()
     }
 

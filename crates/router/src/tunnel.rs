@@ -19,7 +19,9 @@
 //!
 //! A session is logged when it ends ([`crate::access_log`]: status 101,
 //! bytes both ways, duration, how it ended) and counted per app while open
-//! ([`crate::stats`]), and against the connection limits
+//! ([`crate::stats`]) and per instance ([`crate::departures`]: a router
+//! following a control plane reports those of instances that left, so
+//! their drain waits for them), and against the connection limits
 //! ([`crate::limits`]) like the connection it came from. [`Tunnels`] keeps
 //! every open session of a router so its shutdown can give them their
 //! grace.
@@ -41,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access_log::Entry;
+use crate::departures::Departure;
 use crate::limits::Held;
 use crate::stats::TunnelGauge;
 use crate::table::LoadGuard;
@@ -76,8 +79,9 @@ pub(crate) struct Session {
     pub gauge: TunnelGauge,
     /// The client connection's place in the connection limits.
     pub conn: Option<Held>,
-    /// Cancelled when the backend's instance leaves the route table.
-    pub removed: CancellationToken,
+    /// The backend's instance: cancelled when it leaves the route table,
+    /// and counting its open sessions.
+    pub removed: Departure,
     pub idle_timeout: Duration,
     pub grace: Duration,
 }
@@ -133,8 +137,9 @@ impl Tunnels {
             idle_timeout,
             grace,
         } = session;
+        let counted = removed.count_session(grace);
         let ends = Ends {
-            removed,
+            removed: removed.token().clone(),
             shutdown,
             idle_timeout,
             grace,
@@ -147,7 +152,7 @@ impl Tunnels {
                 }
                 Err(e) => (Ended::Error, Some(format!("upgrade failed: {e}"))),
             };
-            drop((load, gauge, conn));
+            drop((load, gauge, conn, counted));
             if let (Some(mut entry), Some(log)) = (entry, log) {
                 entry.error = error;
                 entry.send_tunnel(

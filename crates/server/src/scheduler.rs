@@ -410,7 +410,7 @@ pub fn route_table(s: &Snapshot, apps_domain: &str) -> RouteTable {
                 .filter_map(|i| {
                     Some(Backend {
                         addr: i.addr.clone()?,
-                        id: format!("v{}/{}", i.release, i.name()),
+                        id: i.backend_id(),
                     })
                 })
                 .collect();

@@ -83,11 +83,13 @@ pub struct SealedSecret {
     pub sealed: String,
 }
 
-/// A router's last poll: the revision it had applied, and when.
+/// A router's last poll: the revision it had applied, the WebSocket
+/// sessions it still carried to instances it no longer routes to, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterSeen {
     pub name: String,
     pub applied: Revision,
+    pub sessions: Vec<DepartedSessions>,
     pub last_seen: UnixMillis,
 }
 
@@ -235,8 +237,15 @@ pub trait Store: Send + Sync + 'static {
     async fn instances(&self, app: Option<&str>) -> Result<Vec<Instance>>;
     /// Nodes and when each last reported.
     async fn nodes(&self) -> Result<Vec<(String, UnixMillis)>>;
-    /// Records a router's poll (no revision bump: nothing to act on).
-    async fn record_router(&self, name: &str, applied: Revision, now: UnixMillis) -> Result<()>;
+    /// Records a router's poll, replacing what it reported before (no
+    /// revision bump: nothing to act on).
+    async fn record_router(
+        &self,
+        name: &str,
+        applied: Revision,
+        sessions: &[DepartedSessions],
+        now: UnixMillis,
+    ) -> Result<()>;
     async fn routers(&self) -> Result<Vec<RouterSeen>>;
 
     /// Records a one-off process of `release` placed on `node`, numbered

@@ -135,6 +135,9 @@ CREATE TABLE runs (
 );
 CREATE INDEX runs_state ON runs (state);
 "#,
+    r#"
+ALTER TABLE routers ADD COLUMN sessions TEXT NOT NULL DEFAULT '[]';
+"#,
 ];
 
 /// A [`Store`] in one SQLite file.
@@ -1308,14 +1311,23 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn record_router(&self, name: &str, applied: Revision, now: UnixMillis) -> Result<()> {
+    async fn record_router(
+        &self,
+        name: &str,
+        applied: Revision,
+        sessions: &[DepartedSessions],
+        now: UnixMillis,
+    ) -> Result<()> {
+        let sessions = to_json(&sessions);
         let (_w, mut tx) = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO routers (name, applied, last_seen) VALUES (?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET applied = excluded.applied, last_seen = excluded.last_seen",
+            "INSERT INTO routers (name, applied, sessions, last_seen) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET applied = excluded.applied, \
+             sessions = excluded.sessions, last_seen = excluded.last_seen",
         )
         .bind(name)
         .bind(applied as i64)
+        .bind(sessions)
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -1373,14 +1385,16 @@ impl Store for SqliteStore {
     }
 
     async fn routers(&self) -> Result<Vec<RouterSeen>> {
-        let rows = sqlx::query("SELECT name, applied, last_seen FROM routers ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT name, applied, sessions, last_seen FROM routers ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 Ok(RouterSeen {
                     name: r.try_get("name")?,
                     applied: r.try_get::<i64, _>("applied")? as Revision,
+                    sessions: from_json("router sessions", &r.try_get::<String, _>("sessions")?)?,
                     last_seen: r.try_get("last_seen")?,
                 })
             })

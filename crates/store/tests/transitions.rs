@@ -379,3 +379,36 @@ async fn one_off_runs_are_numbered_end_once_and_leave_desired_state() {
         "runs go with their app"
     );
 }
+
+#[tokio::test]
+async fn a_routers_poll_replaces_its_acknowledgement_and_sessions() {
+    let s = store().await;
+    let r0 = s.revision().await.unwrap();
+    let carried = DepartedSessions {
+        app: "shop".into(),
+        addr: "10.0.0.1:4000".into(),
+        id: "v1/web.1".into(),
+        open: 3,
+        grace_ms: 30_000,
+    };
+    s.record_router("r1", 7, std::slice::from_ref(&carried), 10)
+        .await
+        .unwrap();
+    s.record_router("r2", 6, &[], 11).await.unwrap();
+    let seen = s.routers().await.unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        (seen[0].applied, &seen[0].sessions, seen[0].last_seen),
+        (7, &vec![carried], 10)
+    );
+
+    // The next poll says the sessions ended: nothing of them is left.
+    s.record_router("r1", 8, &[], 12).await.unwrap();
+    let seen = s.routers().await.unwrap();
+    assert_eq!((seen[0].applied, seen[0].sessions.len()), (8, 0));
+    assert_eq!(
+        s.revision().await.unwrap(),
+        r0,
+        "polls change nothing agents act on"
+    );
+}

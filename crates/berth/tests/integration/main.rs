@@ -14,4 +14,5 @@ mod routing;
 mod runs;
 mod supervision;
 mod tls;
+mod websocket_drain;
 mod zero_downtime;

@@ -7,6 +7,7 @@ mod logs;
 mod nodes;
 mod releases;
 mod rollouts;
+mod routers;
 mod runs;
 
 pub(crate) use builds::source_path;
@@ -61,7 +62,8 @@ pub fn routes(ctx: Ctx) -> Router {
         .route("/apps/{app}/runs/{number}/status", put(runs::report))
         .route("/apps/{app}/runs/{number}/attach", get(runs::attach))
         .route("/apps/{app}/runs/{number}/process", get(runs::process))
-        .route("/routers/applied", get(nodes::routers_applied))
+        .route("/routers/applied", get(routers::applied))
+        .route("/routers/sessions", get(routers::sessions))
         .route("/apps/{app}/logs", get(logs::read))
         .route("/logs", post(logs::append))
         .route("/nodes/{node}/desired", get(nodes::desired))

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use berth_model::{NodeDesired, NodeReport, ReportAnswer, RouteTable, RoutersApplied};
+use berth_model::{DepartedSessions, NodeDesired, NodeReport, ReportAnswer, RouteTable};
 use serde::Deserialize;
 
-use crate::error::ApiResult;
+use crate::error::{ApiErr, ApiResult};
 use crate::scheduler::{node_desired, route_table, Snapshot};
 use crate::Ctx;
 
@@ -21,6 +21,9 @@ pub struct WatchQuery {
     wait: u64,
     /// The polling router's name: its poll says it has applied `after`.
     router: Option<String>,
+    /// The polling router's WebSocket sessions to instances it no longer
+    /// routes to: a JSON list of [`DepartedSessions`] (none when absent).
+    sessions: Option<String>,
 }
 
 async fn snapshot_after(ctx: &Ctx, q: &WatchQuery) -> ApiResult<Snapshot> {
@@ -43,9 +46,17 @@ pub async fn routes(
     Query(q): Query<WatchQuery>,
 ) -> ApiResult<Json<RouteTable>> {
     if let Some(router) = &q.router {
+        let sessions: Vec<DepartedSessions> = match &q.sessions {
+            Some(json) => serde_json::from_str(json).map_err(|e| {
+                ApiErr::bad_request(format!(
+                    "sessions: not a JSON list of WebSocket sessions by instance ({e}); is this router older or newer than the server?"
+                ))
+            })?,
+            None => Vec::new(),
+        };
         // A router asks for what comes after the revision it has applied.
         ctx.store
-            .record_router(router, q.after, berth_model::now_millis())
+            .record_router(router, q.after, &sessions, berth_model::now_millis())
             .await?;
         ctx.watchers.router_polled();
     }
@@ -68,43 +79,4 @@ pub async fn report(
     Ok(Json(ReportAnswer {
         revision: ctx.store.revision().await?,
     }))
-}
-
-#[derive(Deserialize)]
-pub struct AppliedQuery {
-    revision: u64,
-    /// Seconds to wait for every live router to apply `revision`.
-    #[serde(default)]
-    wait: u64,
-}
-
-/// `GET /v1/routers/applied?revision=R&wait=S`: whether every live router
-/// routes by revision R or later — what a drain waits for before it stops
-/// an instance, and what `berth deploy` waits for before it says "live".
-/// Routers that have not polled within the router timeout are gone and not
-/// waited for.
-pub async fn routers_applied(
-    State(ctx): State<Ctx>,
-    Query(q): Query<AppliedQuery>,
-) -> ApiResult<Json<RoutersApplied>> {
-    let wait = Duration::from_secs(q.wait).min(ctx.config.max_wait);
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let now = berth_model::now_millis();
-        let timeout = ctx.config.router_timeout.as_millis() as i64;
-        let routers: std::collections::BTreeMap<String, u64> = ctx
-            .store
-            .routers()
-            .await?
-            .into_iter()
-            .filter(|r| now - r.last_seen < timeout)
-            .map(|r| (r.name, r.applied))
-            .collect();
-        let applied = routers.values().all(|a| *a >= q.revision);
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if applied || left.is_zero() {
-            return Ok(Json(RoutersApplied { applied, routers }));
-        }
-        ctx.watchers.next_router_poll(left).await;
-    }
 }
