@@ -10,6 +10,7 @@
 //! change with its path, and the certificate loaded from it before keeps
 //! serving; handshakes already done are never touched.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -95,10 +96,13 @@ impl Tracker {
         provider: &CryptoProvider,
         known: &[Entry],
     ) -> Result<Self, TlsError> {
+        // By path, not a scan per certificate: paths compare component by
+        // component, and a certbot directory may hold hundreds.
+        let known: HashMap<&CertFiles, &Entry> = known.iter().map(|e| (&e.files, e)).collect();
         let mut problems = Vec::new();
         let mut entries = Vec::new();
         for files in list(&sources)? {
-            if let Some(entry) = known.iter().find(|e| e.files == files) {
+            if let Some(&entry) = known.get(&files) {
                 entries.push(entry.clone());
                 continue;
             }
@@ -133,10 +137,13 @@ impl Tracker {
             }
         };
         let mut changed = files.len() != self.entries.len();
-        let mut old: Vec<Entry> = std::mem::take(&mut self.entries);
+        let mut old: HashMap<CertFiles, Entry> = std::mem::take(&mut self.entries)
+            .into_iter()
+            .map(|e| (e.files.clone(), e))
+            .collect();
         for files in files {
-            let mut entry = match old.iter().position(|e| e.files == files) {
-                Some(i) => old.swap_remove(i),
+            let mut entry = match old.remove(&files) {
+                Some(entry) => entry,
                 None => {
                     changed = true;
                     Entry {
