@@ -24,6 +24,7 @@
 //! stats_listen = "127.0.0.1:8404"   # stats page and /metrics; off if absent
 //! websocket_idle_timeout = "1h" # a WebSocket passing no byte is closed
 //! websocket_grace = "30s"       # a WebSocket's time once its backend left
+//! http2_flood_limit = 1000      # HTTP/2 frames without work before GOAWAY; 0: off
 //! [[apps]]
 //! name = "bench"
 //! hosts = ["bench.localhost"]
@@ -96,6 +97,9 @@ pub struct Settings {
     pub websocket_idle_timeout: Option<Duration>,
     pub websocket_grace: Option<Duration>,
     pub http2: Option<bool>,
+    /// HTTP/2 frames that carry no request a connection may send beyond
+    /// what its requests pay back (`crate::http2`); 0 turns the count off.
+    pub http2_flood_limit: Option<u32>,
     /// The port clients reach HTTPS on, for redirects (a port forward from
     /// 443 to `listen_tls`'s port).
     pub https_port: Option<u16>,
@@ -125,6 +129,7 @@ impl Settings {
                 .unwrap_or(base.websocket_idle_timeout),
             websocket_grace: s.websocket_grace.unwrap_or(base.websocket_grace),
             http2: s.http2.unwrap_or(base.http2),
+            http2_flood_limit: s.http2_flood_limit.unwrap_or(base.http2_flood_limit),
             https_port: s.https_port.or(base.https_port),
             ..base
         }
@@ -186,6 +191,7 @@ struct RawConfig {
     certificates: Vec<Spanned<tls::RawCert>>,
     certificates_dir: Option<Spanned<String>>,
     http2: Option<bool>,
+    http2_flood_limit: Option<u32>,
     https_port: Option<Spanned<u16>>,
     #[serde(default)]
     apps: Vec<Spanned<RawApp>>,
@@ -411,6 +417,7 @@ fn parse(text: &str, base: &Path) -> Result<StandaloneConfig, Problems> {
         websocket_idle_timeout,
         websocket_grace,
         http2: raw.http2,
+        http2_flood_limit: raw.http2_flood_limit,
     };
     let tls = tls::settings(
         raw.listen_tls.as_ref(),

@@ -502,3 +502,16 @@ async fn https_added_to_the_file_waits_for_a_restart_but_its_certificates_are_ch
     assert!(matches!(w.check().await, reload::Checked::Applied));
     assert!(routes.load().app("two.localhost").is_some());
 }
+
+#[test]
+fn http2_flood_limit_is_set_or_turned_off() {
+    let limit = |text: &str| {
+        parse(text, Path::new("/"))
+            .ok()
+            .map(|c| c.router_config(RouterConfig::default()).http2_flood_limit)
+    };
+    assert_eq!(limit(""), Some(RouterConfig::default().http2_flood_limit));
+    assert_eq!(limit("http2_flood_limit = 5000\n"), Some(5000));
+    assert_eq!(limit("http2_flood_limit = 0\n"), Some(0));
+    assert_eq!(limit("http2_flood_limit = -1\n"), None);
+}
