@@ -30,9 +30,7 @@ bench_args h2-flood.sh 16 "${ARGS[@]+"${ARGS[@]}"}"
 bench_binary
 bench_dir h2-flood-bench
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj /CN=bench.localhost -addext "subjectAltName=DNS:bench.localhost" \
-  -keyout "$DIR/bench.key" -out "$DIR/bench.pem" 2>/dev/null
+bench_cert
 
 cat > "$DIR/flood.py" <<'EOF'
 import socket, ssl, struct, sys, time
@@ -85,32 +83,11 @@ while time.monotonic() < end:
 print(answered, conns)
 EOF
 
-wait_port() {
-  for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "h2-flood.sh: nothing listens on $1" >&2; cat "$DIR"/*.log >&2 || true; exit 2
-}
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
 measure() {
   local name=$1 bin=$2
-  local port tls
-  port=$(free_port) tls=$(free_port)
-  cat > "$DIR/$name.toml" <<EOF
-listen = "127.0.0.1:$port"
-listen_tls = "127.0.0.1:$tls"
-threads = 1
-[[certificates]]
-cert = "bench.pem"
-key = "bench.key"
-[[apps]]
-name = "bench"
-hosts = ["bench.localhost"]
-backends = ["127.0.0.1:9"]
-EOF
-  BERTH_LOG=warn "$bin" router --config "$DIR/$name.toml" --threads 1 >"$DIR/$name.log" 2>&1 &
-  local pid=$!
-  echo "$pid" > "$DIR/$name.pid"
-  wait_port "$tls"
+  # Port 9 (discard): the flood never reaches a backend.
+  start_router "$name" "$bin" 127.0.0.1:9 tls
+  local pid=$ROUTER_PID tls=$ROUTER_TLS
   local hz
   hz=$(getconf CLK_TCK)
   for reconnect in 0 1; do

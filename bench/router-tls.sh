@@ -27,15 +27,7 @@ bench_binary
 
 bench_dir router-tls-bench
 
-wait_port() {
-  for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "router-tls.sh: nothing listens on $1" >&2; cat "$DIR"/*.log >&2 || true; exit 2
-}
-
-# One ECDSA P-256 certificate for both, as most sites serve today.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj /CN=bench.localhost -addext "subjectAltName=DNS:bench.localhost" \
-  -keyout "$DIR/bench.key" -out "$DIR/bench.pem" 2>/dev/null
+bench_cert
 cat "$DIR/bench.pem" "$DIR/bench.key" > "$DIR/haproxy.pem"
 
 BPORT=$(free_port)
@@ -47,49 +39,14 @@ http { access_log off; keepalive_requests 1000000;
 EOF
 nginx -c "$DIR/backend.conf"
 
-RPORT=$(free_port) RTLS=$(free_port)
-cat > "$DIR/router.toml" <<EOF
-listen = "127.0.0.1:$RPORT"
-listen_tls = "127.0.0.1:$RTLS"
-threads = 1
-max_connections_per_ip = 4096
-[[certificates]]
-cert = "bench.pem"
-key = "bench.key"
-[[apps]]
-name = "bench"
-hosts = ["bench.localhost"]
-backends = ["127.0.0.1:$BPORT"]
-EOF
-BERTH_LOG=warn "$BERTH" router --config "$DIR/router.toml" --threads 1 >"$DIR/router.log" 2>&1 &
-echo $! > "$DIR/router.pid"
-
+start_router router "$BERTH" "127.0.0.1:$BPORT" tls
+RTLS=$ROUTER_TLS
 HTLS=$(free_port)
-cat > "$DIR/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  maxconn 8192
-  pidfile $DIR/haproxy.pid
-  ssl-default-bind-options ssl-min-ver TLSv1.2
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
-frontend fe
-  bind 127.0.0.1:$HTLS ssl crt $DIR/haproxy.pem alpn h2,http/1.1
-  default_backend be
-backend be
-  balance leastconn
-  http-reuse always
-  server s1 127.0.0.1:$BPORT
-EOF
+haproxy_cfg "127.0.0.1:$HTLS ssl crt $DIR/haproxy.pem alpn h2,http/1.1" "127.0.0.1:$BPORT" \
+  "ssl-default-bind-options ssl-min-ver TLSv1.2"
 haproxy -f "$DIR/haproxy.cfg" -D
-wait_port "$RTLS"; wait_port "$HTLS"
+wait_port "$HTLS"
 
-PIN=""
-[ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null && PIN="taskset -c 1"
 # h2load's summary: "finished in 8.00s, 41234.50 req/s, ..." and
 # "time for request: min max mean sd"; prints "req/s mean_ms failed".
 run() {
@@ -100,7 +57,6 @@ run() {
          /^time for request:/ {m=$6; if (m ~ /us$/) m=m/1000; else if (m ~ /ms$/) m=m+0; else if (m ~ /s$/) m=m*1000}
          END { printf "%s %.3f %d\n", rps+0, m, failed+0 }'
 }
-med() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 compare() {
   local name=$1; shift
   : > "$DIR/$name-router"; : > "$DIR/$name-haproxy"

@@ -37,26 +37,9 @@ bench_dir router-bench
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
-PORT=$(free_port)
-cat > "$DIR/router.toml" <<EOF
-listen = "127.0.0.1:$PORT"
-threads = 1
-# 1,000 benchmark connections come from one address.
-max_connections_per_ip = 4096
-[[apps]]
-name = "bench"
-hosts = ["bench.localhost"]
-backends = ["127.0.0.1:19001"]
-EOF
-BERTH_LOG=warn "$BERTH" router --config "$DIR/router.toml" --threads 1 >"$DIR/router.log" 2>&1 &
-RPID=$!
-echo "$RPID" > "$DIR/router.pid"
-for _ in $(seq 1 100); do
-  (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-  sleep 0.1
-done
-(echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || { echo "router.sh: router did not start:" >&2; cat "$DIR/router.log" >&2; exit 2; }
-CAND="http://127.0.0.1:$PORT/"
+start_router router "$BERTH" 127.0.0.1:19001
+RPID=$ROUTER_PID
+CAND="http://127.0.0.1:$ROUTER_PORT/"
 IDLE_RSS=$(rss_kb "$RPID")
 
 # Peak RSS while the load runs, sampled every 100 ms.
@@ -86,41 +69,29 @@ http { access_log off;
   server { listen 127.0.0.1:19001 backlog=4096; location / { return 200 "hello world\n"; } } }
 EOF
 HPORT=$(free_port)
-cat > "$DIR/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  maxconn 8192
-  pidfile $DIR/haproxy.pid
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  option http-keep-alive
-frontend fe
-  bind 127.0.0.1:$HPORT
-  default_backend be
-backend be
-  balance leastconn
-  http-reuse always
-  server s1 127.0.0.1:19001
-EOF
+haproxy_cfg "127.0.0.1:$HPORT" 127.0.0.1:19001
 nginx -c "$DIR/backend.conf" && haproxy -f "$DIR/haproxy.cfg" -D
-sleep 0.5
-PIN=""
-[ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null && PIN="taskset -c 1"
-close_wrk() {
-  $PIN wrk -t1 -c50 -d"${SECS}s" --latency -H 'Host: bench.localhost' -H 'Connection: close' "$1" 2>&1 |
-    awk '/Requests\/sec/ {rps=$2} /^ +99%/ {p99=$2}
-      function ms(x){ if (x ~ /us$/) return x/1000; if (x ~ /ms$/) return x+0; if (x ~ /s$/) return x*1000; return x }
-      END { printf "%s %.3f\n", rps+0, ms(p99) }'
+wait_port 19001; wait_port "$HPORT"
+HZ=$(getconf CLK_TCK)
+# One wrk run of 50 connections against URL while counting PID's CPU:
+# "req/s p99_ms µs_CPU_per_request". More wrk arguments may follow.
+wrk_stats() {
+  local pid=$1 url=$2 before after out
+  shift 2
+  before=$(cpu_ticks "$pid")
+  out=$($PIN wrk -t1 -c50 -d"${SECS}s" --latency -H 'Host: bench.localhost' "$@" "$url" 2>&1)
+  after=$(cpu_ticks "$pid")
+  awk -v t=$((after - before)) -v hz="$HZ" '
+    /^ +[0-9]+ requests in/ {n=$1} /Requests\/sec/ {rps=$2} /^ +99%/ {p99=$2}
+    function ms(x){ if (x ~ /us$/) return x/1000; if (x ~ /ms$/) return x+0; if (x ~ /s$/) return x*1000; return x }
+    END { printf "%s %.3f %.1f\n", rps+0, ms(p99), (n > 0 ? t * 1e6 / hz / n : 0) }' <<<"$out"
 }
+HPID=$(cat "$DIR/haproxy.pid")
 : > "$DIR/close-router"; : > "$DIR/close-haproxy"
 for _ in $(seq 1 "$ROUNDS"); do
-  close_wrk "http://127.0.0.1:$HPORT/" >> "$DIR/close-haproxy"
-  close_wrk "$CAND" >> "$DIR/close-router"
+  wrk_stats "$HPID" "http://127.0.0.1:$HPORT/" -H 'Connection: close' >> "$DIR/close-haproxy"
+  wrk_stats "$RPID" "$CAND" -H 'Connection: close' >> "$DIR/close-router"
 done
-med() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 for t in haproxy router; do
   printf "%-10s %10.0f req/s  p99 %8.3f ms\n" "$t" "$(awk '{print $1}' "$DIR/close-$t" | med)" "$(awk '{print $2}' "$DIR/close-$t" | med)"
 done
@@ -136,26 +107,13 @@ echo
 echo "== CPU per request, keep-alive, 50 connections (user + kernel)"
 FPORT=$(free_port)
 "$FLOOR" "127.0.0.1:$FPORT" 127.0.0.1:19001 & echo $! > "$DIR/floor.pid"
-for _ in $(seq 1 50); do (echo >"/dev/tcp/127.0.0.1/$FPORT") 2>/dev/null && break; sleep 0.1; done
-HPID=$(cat "$DIR/haproxy.pid") FPID=$(cat "$DIR/floor.pid")
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
-# One wrk run against URL while counting PID's CPU: "req/s p99_ms µs_per_request".
-cpu_wrk() {
-  local before after out
-  before=$(ticks "$1")
-  out=$($PIN wrk -t1 -c50 -d"${SECS}s" --latency -H 'Host: bench.localhost' "$2" 2>&1)
-  after=$(ticks "$1")
-  awk -v t=$((after - before)) -v hz="$HZ" '
-    /^ +[0-9]+ requests in/ {n=$1} /Requests\/sec/ {rps=$2} /^ +99%/ {p99=$2}
-    function ms(x){ if (x ~ /us$/) return x/1000; if (x ~ /ms$/) return x+0; if (x ~ /s$/) return x*1000; return x }
-    END { printf "%s %.3f %.1f\n", rps+0, ms(p99), t * 1e6 / hz / n }' <<<"$out"
-}
+wait_port "$FPORT"
+FPID=$(cat "$DIR/floor.pid")
 : > "$DIR/cpu-haproxy"; : > "$DIR/cpu-router"; : > "$DIR/cpu-floor"
 for _ in $(seq 1 "$ROUNDS"); do
-  cpu_wrk "$HPID" "http://127.0.0.1:$HPORT/" >> "$DIR/cpu-haproxy"
-  cpu_wrk "$RPID" "$CAND" >> "$DIR/cpu-router"
-  cpu_wrk "$FPID" "http://127.0.0.1:$FPORT/" >> "$DIR/cpu-floor"
+  wrk_stats "$HPID" "http://127.0.0.1:$HPORT/" >> "$DIR/cpu-haproxy"
+  wrk_stats "$RPID" "$CAND" >> "$DIR/cpu-router"
+  wrk_stats "$FPID" "http://127.0.0.1:$FPORT/" >> "$DIR/cpu-floor"
 done
 for t in haproxy router floor; do
   printf "%-10s %10.0f req/s  p99 %8.3f ms  %6.1f µs CPU/request\n" "$t" \
